@@ -1,0 +1,38 @@
+# Lipline — the two set-up commands: `make demo` and `make test`.
+PY ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export OMP_NUM_THREADS ?= 1
+export HF_HUB_OFFLINE ?= 1
+export GX_ANALYTICS_ENABLED ?= false
+export DO_NOT_TRACK ?= 1
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+
+.PHONY: install demo test test-fast bench clean
+
+$(STAMP): pyproject.toml requirements-lock.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install --no-compile -q torch==2.13.0
+	$(BIN)/pip install --no-compile -q -r requirements-lock.txt
+	$(BIN)/pip install --no-compile -q --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m lipline.demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -p no:cacheprovider
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not integration" -x -q
+
+bench: $(STAMP)
+	$(BIN)/python bench/pipeline_overhead.py
+	$(BIN)/python bench/memory.py
+	$(BIN)/python bench/engine_throughput.py
+
+clean:
+	rm -rf $(VENV) lipline-store demo-media bench/_work

@@ -1,0 +1,74 @@
+"""Engine registry: one name -> one lazily imported engine class, instantiated once per worker process.
+
+Two kinds of engines exist:
+
+* ``video`` engines turn a segment's video file + model-audio file into a segment video file
+  (``run_segment``); the `localize` flow drives these.
+* ``face`` engines work on aligned face crops, masks and audio features as tensors/arrays
+  (``generate``); the face pipeline wraps one into a video engine.
+
+Importing this module imports neither torch nor any engine: the CLI and the CPU pool stay light.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from lipline.errors import EngineError
+
+EngineKind = Literal["video", "face"]
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    name: str
+    kind: EngineKind
+    target: str  # "module:Class"
+    summary: str
+
+
+_SPECS: dict[str, EngineSpec] = {}
+_INSTANCES: dict[tuple[str, tuple], Any] = {}
+_LOCK = threading.Lock()
+
+
+def register_engine(spec: EngineSpec) -> None:
+    """Add (or replace) an engine under ``spec.name``."""
+    _SPECS[spec.name] = spec
+
+
+def engine_specs(kind: EngineKind | None = None) -> list[EngineSpec]:
+    """Registered engines, optionally only one kind, sorted by name."""
+    return sorted((s for s in _SPECS.values() if kind is None or s.kind == kind), key=lambda s: s.name)
+
+
+def get_spec(name: str, kind: EngineKind | None = None) -> EngineSpec:
+    spec = _SPECS.get(name)
+    if spec is None:
+        known = ", ".join(s.name for s in engine_specs(kind)) or "none"
+        raise EngineError(f"unknown engine {name!r}; known engines: {known}")
+    if kind is not None and spec.kind != kind:
+        usable = ", ".join(s.name for s in engine_specs(kind))
+        raise EngineError(f"engine {name!r} is a {spec.kind} engine and cannot be used here (needs a {kind} engine: {usable})")
+    return spec
+
+
+def get_engine(name: str, kind: EngineKind | None = None, **options: Any) -> Any:
+    """Return the process-wide instance of engine ``name`` built with ``options`` (loaded once, then reused)."""
+    spec = get_spec(name, kind)
+    key = (name, tuple(sorted(options.items())))
+    with _LOCK:
+        if key not in _INSTANCES:
+            module_name, _, class_name = spec.target.partition(":")
+            cls = getattr(importlib.import_module(module_name), class_name)
+            _INSTANCES[key] = cls(**options)
+        return _INSTANCES[key]
+
+
+register_engine(EngineSpec("passthrough", "video", "lipline.models.passthrough:PassthroughEngine",
+                           "dry run for pipeline QA: original frames under the new audio (no lip-sync)"))
+register_engine(EngineSpec("latentsync", "face", "lipline.models.latentsync.engine:LatentSyncEngine",
+                           "LatentSync 1.5 (256 px) / 1.6 (512 px) audio-conditioned latent diffusion"))

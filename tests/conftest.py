@@ -1,0 +1,43 @@
+"""Session-wide fixtures: media generated once per test session, isolated Prefect/HF environment."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+from tests import media_factory as mf  # noqa: E402
+
+
+@dataclass(frozen=True)
+class MediaSet:
+    face: Path
+    video: Path          # 12 s, 640x360, 25 fps, H.264 + AAC
+    dub: Path            # 12.4 s, 44.1 kHz stereo WAV, speech-like with pauses, about -20 LUFS
+    subtitles: Path      # SRT with CJK + Latin cues
+    intro: Path          # 1.5 s, 1280x720 30 fps, no audio
+    outro: Path          # 1 s, 320x240 25 fps, with a tone
+
+
+@pytest.fixture(scope="session")
+def media(tmp_path_factory) -> MediaSet:
+    d = tmp_path_factory.mktemp("media")
+    face = mf.face_png(d / "face.png")
+    dub = mf.write_audio(d / "dub.wav", mf.speech_like(12.4))
+    video = mf.talking_video(d / "talk.mp4", face, 12.0, audio=mf.write_audio(d / "orig.wav", mf.speech_like(12.0, seed=3)))
+    return MediaSet(
+        face=face,
+        video=video,
+        dub=dub,
+        subtitles=mf.subtitles(d / "subs.srt"),
+        intro=mf.bumper(d / "intro.mp4", 1.5, 1280, 720, 30, with_audio=False),
+        outro=mf.bumper(d / "outro.mp4", 1.0, 320, 240, 25, with_audio=True),
+    )
