@@ -41,3 +41,21 @@ def media(tmp_path_factory) -> MediaSet:
         intro=mf.bumper(d / "intro.mp4", 1.5, 1280, 720, 30, with_audio=False),
         outro=mf.bumper(d / "outro.mp4", 1.0, 320, 240, 25, with_audio=True),
     )
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """SeaweedFS on loopback with enforced credentials; one per test session."""
+    from tests.s3server import start_seaweedfs
+
+    server = start_seaweedfs(tmp_path_factory.mktemp("seaweed"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch):
+    """AWS_* variables pointing at the loopback S3 server (what an operator would export)."""
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    return s3_server

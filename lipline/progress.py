@@ -1,0 +1,58 @@
+"""Progress of long work: a Prefect progress artifact for the UI and, in the CLI, a local listener (rich bar)."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+from collections.abc import Callable, Iterator
+
+Listener = Callable[[str, float], None]  # (stage description, fraction 0..1 of the whole job)
+_listeners: list[Listener] = []
+_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def listening(listener: Listener) -> Iterator[None]:
+    with _lock:
+        _listeners.append(listener)
+    try:
+        yield
+    finally:
+        with _lock:
+            _listeners.remove(listener)
+
+
+class JobProgress:
+    """Maps stage-local progress onto the whole job and publishes it (artifact + local listeners)."""
+
+    STAGES = {"validate": 0.05, "normalize": 0.15, "segment": 0.10, "lipsync": 0.35, "merge": 0.03, "post": 0.27,
+              "archive": 0.05}
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        self.done: dict[str, float] = {}
+        self.artifact_id = None
+
+    def update(self, stage: str, fraction: float = 1.0) -> None:
+        self.done[stage] = max(0.0, min(1.0, fraction))
+        total = sum(self.STAGES[s] * f for s, f in self.done.items())
+        self._publish(stage, total)
+
+    def _publish(self, stage: str, total: float) -> None:
+        for listener in list(_listeners):
+            listener(stage, total)
+        try:
+            from prefect.artifacts import create_progress_artifact, update_progress_artifact
+            from prefect.context import FlowRunContext
+
+            if FlowRunContext.get() is None:
+                return
+            if self.artifact_id is None:
+                self.artifact_id = create_progress_artifact(
+                    progress=100 * total, key=re.sub(r"[^a-z0-9-]+", "-", f"progress-{self.job_id}".lower())[:64],
+                    description=f"Lipline job {self.job_id}")
+            else:
+                update_progress_artifact(self.artifact_id, progress=100 * total)
+        except (ImportError, RuntimeError, ValueError):
+            pass  # progress is informative; never fail a job over it
