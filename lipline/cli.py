@@ -1,0 +1,144 @@
+"""`lipline` command line: validate inputs, run the `localize` flow in-process, manage model weights.
+
+Nothing here imports torch, diffusers or transformers: `lipline --help` stays fast on an operator's laptop.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from lipline.errors import LiplineError
+
+for _key, _value in (("DO_NOT_TRACK", "1"), ("PREFECT_SERVER_ANALYTICS_ENABLED", "false"),
+                     ("GX_ANALYTICS_ENABLED", "false")):
+    os.environ.setdefault(_key, _value)
+
+app = typer.Typer(help="Lipline: lip-synced, loudness-normalized, subtitled deliverables.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+out = Console()
+err = Console(stderr=True)
+
+ROLES = ("video", "audio", "subtitles", "intro", "outro")
+
+
+def _parse_overrides(items: list[str]) -> dict[str, float]:
+    overrides: dict[str, float] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            overrides[key.strip()] = float(value)
+        except ValueError:
+            raise typer.BadParameter(f"{item!r}: expected RULE=NUMBER, e.g. audio.loudness.min_lufs=-35") from None
+    return overrides
+
+
+@app.command()
+def validate(
+    files: list[Path] = typer.Argument(..., help="Files to check against the contract of --role"),
+    role: str = typer.Option(..., "--role", help="video | audio | subtitles | intro | outro"),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per file"),
+    override: list[str] = typer.Option([], "--set", help="Override a contract threshold: RULE=NUMBER (repeatable)"),
+) -> None:
+    """Check media files against the data contract of a role. Exit 0 when no file fails, 1 otherwise."""
+    if role not in ROLES:
+        raise typer.BadParameter(f"--role must be one of {', '.join(ROLES)}, not {role!r}")
+    from lipline.tasks.validate import validate_file
+
+    overrides = _parse_overrides(override)
+    failed = False
+    for file in files:
+        report = validate_file(str(file.absolute()), role, overrides=overrides)
+        report = report.model_copy(update={"file": str(file)})
+        failed |= report.verdict == "fail"
+        if as_json:
+            print(json.dumps(report.cli_dict(), ensure_ascii=False))
+        else:
+            _print_report(report)
+    raise typer.Exit(1 if failed else 0)
+
+
+def _print_report(report) -> None:
+    colour = {"pass": "green", "warn": "yellow", "fail": "red"}[report.verdict]
+    out.print(f"[bold {colour}]{report.verdict.upper()}[/] {report.file} ({report.role})", highlight=False)
+    for v in report.violations:
+        out.print(f"  - [{v.severity}] {v.rule}: observed {v.observed}, expected {v.expected}. {v.hint}",
+                  highlight=False, markup=False)
+
+
+@app.command()
+def run(
+    video: str = typer.Argument(..., help="Talking-head video (path or URI)"),
+    audio: str = typer.Argument(..., help="Dubbed speech track (path or URI)"),
+    subtitles: Optional[str] = typer.Option(None, help="SRT/ASS/VTT subtitles to burn in and attach"),
+    intro: Optional[str] = typer.Option(None, help="Intro bumper video"),
+    outro: Optional[str] = typer.Option(None, help="Outro bumper video"),
+    engine: str = typer.Option("passthrough", help="Lip-sync engine (`lipline engines` lists them)"),
+    store: Optional[str] = typer.Option(None, help="Store root: folder or fsspec URI (default ./lipline-store or LIPLINE_STORE)"),
+    job_id: Optional[str] = typer.Option(None, help="Job id (default: generated); the deliverable goes to STORE/JOB_ID/"),
+    loudness: float = typer.Option(-16.0, help="Delivery loudness target in LUFS (-23 broadcast, -14 streaming)"),
+    length_mode: Optional[str] = typer.Option(None, help="Audio longer: pingpong|loop|freeze|fail; video longer: trim|pad-silence"),
+    max_segment_s: float = typer.Option(20.0, help="Longest segment in seconds (at most 30)"),
+    override: list[str] = typer.Option([], "--set", help="Override a contract threshold: RULE=NUMBER (repeatable)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar"),
+) -> None:
+    """Run the `localize` flow in-process (Prefect's embedded API) and print the deliverable's URI."""
+    from lipline.params import LocalizeParams, parse_length_mode
+
+    params = LocalizeParams(
+        video_uri=_absolute(video), audio_uri=_absolute(audio), subtitles_uri=_absolute(subtitles),
+        intro_uri=_absolute(intro), outro_uri=_absolute(outro), engine=engine, job_id=job_id,
+        store=store, loudness_lufs=loudness, max_segment_s=max_segment_s,
+        contract_overrides=_parse_overrides(override), **parse_length_mode(length_mode))
+    from lipline.runner import run_localize
+
+    result = run_localize(params, show_progress=not quiet, console=err)
+    if result.dry_run:
+        err.print(f"[yellow]engine {result.engine!r} is a dry run: original frames under the new audio, no lip-sync[/]")
+    print(result.final_uri)
+
+
+@app.command()
+def engines() -> None:
+    """List the registered lip-sync engines."""
+    from lipline.models.registry import engine_specs
+
+    for spec in engine_specs():
+        out.print(f"{spec.name:12} {spec.kind:6} {spec.summary}", highlight=False)
+
+
+def _absolute(value: str | None) -> str | None:
+    if value is None or "://" in value:
+        return value
+    return str(Path(value).absolute())
+
+
+try:
+    from lipline.weights_cli import app as weights_app
+
+    app.add_typer(weights_app, name="weights", help="Download and verify LatentSync weights (Hugging Face cache)")
+except ImportError:  # pragma: no cover - weights CLI not installed
+    pass
+
+
+def main() -> None:
+    try:
+        app()
+    except LiplineError as exc:
+        err.print(f"error: {exc}", style="red", highlight=False, markup=False)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted", style="red")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
