@@ -17,6 +17,7 @@ class Settings(BaseSettings):
     work_dir: Path | None = Field(None, description="Parent of per-run temp dirs (default: the system temp dir)")
     cpu_pool: str = Field("cpu", description="Prefect work pool for validation, merge, post and archive")
     gpu_pool: str = Field("gpu", description="Prefect work pool for lip-sync inference")
+    gpu_deployment: str | None = Field(None, description="Deployment that runs lip-sync on the GPU pool, e.g. lipsync-segments/gpu; empty = in-process")
     weights_cache: Path | None = Field(None, description="Hugging Face cache for model weights (default: HF_HOME)")
 
 

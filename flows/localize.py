@@ -1,0 +1,171 @@
+"""The `localize` flow: a talking-head video + a dubbed speech track -> a lip-synced, loudness-normalized,
+subtitled, branded deliverable in the object store.
+
+The body reads as the business process; every stage is a task in `lipline.tasks` that takes and returns URIs.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from prefect.deployments import run_deployment
+from pydantic import BaseModel
+
+from lipline.errors import EngineError, ValidationFailed
+from lipline.flows.lipsync import RESULTS_NAME, read_results
+from lipline.models.registry import get_spec
+from lipline.params import LocalizeParams
+from lipline.progress import JobProgress
+from lipline.records import EngineResult, Segment
+from lipline.provenance import lipline_version
+from lipline.settings import get_settings
+from lipline.store import Store
+from lipline.tasks import archive as archive_stage
+from lipline.tasks import lipsync, merge, normalize, post, segment, validate
+from lipline.uris import to_path
+
+
+class LocalizeResult(BaseModel):
+    job_id: str
+    final_uri: str
+    manifest_uri: str
+    engine: str
+    dry_run: bool
+
+
+@dataclass
+class Job:
+    """Per-run state: id, store, private temp dir, timings and the stage being worked on."""
+
+    params: LocalizeParams
+    job_id: str
+    store: Store
+    workdir: Path
+    progress: JobProgress
+    stage: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def stage_of(self, name: str):
+        self.stage = name
+        started = time.perf_counter()
+        yield
+        self.timings[name] = round(time.perf_counter() - started, 3)
+        self.progress.update(name, 1.0)
+
+
+def open_job(params: LocalizeParams) -> Job:
+    settings = get_settings()
+    job_id = params.job_id or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8]
+    store = Store(params.store or settings.store, s3_endpoint_url=settings.s3_endpoint_url)
+    store.check_writable(job_id)
+    workdir = Path(tempfile.mkdtemp(prefix=f"lipline-{job_id}-", dir=settings.work_dir))
+    return Job(params, job_id, store, workdir, JobProgress(job_id))
+
+
+@flow(name="localize", description="Validate, normalize, segment, lip-sync, merge, subtitle/brand and archive one job")
+def localize(params: LocalizeParams) -> LocalizeResult:
+    logger = get_run_logger()
+    job = open_job(params)
+    logger.info("job %s -> %s", job.job_id, job.store.uri(job.job_id))
+    try:
+        return run_stages(job)
+    except BaseException as exc:
+        archive_stage.record_failure(job.store, job.job_id, exc, job.stage)
+        raise
+    finally:
+        shutil.rmtree(job.workdir, ignore_errors=True)
+
+
+def lipsync_stage(job: Job, segments: list[Segment]) -> list[EngineResult]:
+    """In this process by default; on the GPU pool when LIPLINE_GPU_DEPLOYMENT names a deployment."""
+    engine = job.params.engine
+    deployment = get_settings().gpu_deployment
+    if not deployment:
+        return lipsync.lipsync_segments(segments, engine, job.workdir / "synced",
+                                        on_progress=lambda f: job.progress.update("lipsync", f))
+    get_spec(engine, kind="video")  # refuse a bad engine name before shipping work to the GPU pool
+    shared = [s.model_copy(update={
+        "video_uri": job.store.put_file(to_path(s.video_uri), f"{job.job_id}/work/segments/{Path(s.video_uri).name}").uri,
+        "audio_uri": job.store.put_file(to_path(s.audio_uri), f"{job.job_id}/work/segments/{Path(s.audio_uri).name}").uri,
+    }) for s in segments]
+    run = run_deployment(deployment, parameters={"segments": [s.model_dump(mode="json") for s in shared],
+                                                 "engine": engine, "out_prefix": job.store.uri(f"{job.job_id}/work/synced")},
+                         timeout=None)
+    if not run.state or not run.state.is_completed():
+        raise EngineError(f"GPU flow run {run.name} ({deployment}) ended {run.state.name if run.state else 'unknown'}: "
+                          f"{run.state.message if run.state else ''}")
+    return read_results(job.store.uri(f"{job.job_id}/work/synced/{RESULTS_NAME}"), job.workdir)
+
+
+def run_stages(job: Job) -> LocalizeResult:
+    p = job.params
+
+    # 1. Media quality gate: every input against its data contract; stop before any model work on a fail.
+    with job.stage_of("validate"):
+        inputs = {"video": p.video_uri, "audio": p.audio_uri, "subtitles": p.subtitles_uri,
+                  "intro": p.intro_uri, "outro": p.outro_uri}
+        reports = validate.validate_inputs({r: u for r, u in inputs.items() if u}, overrides=p.contract_overrides)
+        validation_doc = validate.publish_validation(reports, job.workdir / "validation.json", key=job.job_id)
+        job.store.put_file(validation_doc, f"{job.job_id}/validation.json")
+        if any(r.verdict == "fail" for r in reports):
+            raise ValidationFailed(reports)
+        probes = {r.role: r.probe for r in reports}
+
+    # 2. Normalize: delivery audio (EBU R128), model audio (16 kHz mono), conformed video.
+    with job.stage_of("normalize"):
+        audio = normalize.normalize_audio_task(p.audio_uri, job.workdir / "audio", target_lufs=p.loudness_lufs,
+                                               true_peak_db=p.true_peak_db)
+        video = normalize.normalize_video_task(p.video_uri, job.workdir / "video", probe=probes.get("video"))
+
+    # 3. Segment at the dub's silences, with the audio/video length policy applied.
+    with job.stage_of("segment"):
+        cut = segment.segment_task(video, audio, job.workdir / "segments", max_segment_s=p.max_segment_s,
+                                   audio_longer=p.audio_longer, video_longer=p.video_longer)
+
+    # 4. Lip-sync every segment with the chosen engine (the GPU pool in a deployment).
+    with job.stage_of("lipsync"):
+        results = lipsync_stage(job, cut.segments)
+
+    # 5. Merge the segments frame-accurately (no re-encode).
+    with job.stage_of("merge"):
+        main_video = merge.merge([r.uri for r in results], job.workdir / "main.mp4")
+
+    # 6. One final encode: subtitles, intro/outro, delivery audio.
+    with job.stage_of("post"):
+        final = post.finalize_task(main_video, cut.delivery_audio_uri, job.workdir / "final",
+                                   post.PostParams(burn_subtitles=p.burn_subtitles, soft_subtitles=p.soft_subtitles,
+                                                   preset=p.x264_preset, crf=p.crf),
+                                   subtitles_uri=p.subtitles_uri, intro_uri=p.intro_uri, outro_uri=p.outro_uri,
+                                   progress=lambda f: job.progress.update("post", f))
+
+    # 7. Archive: deliverable + sidecars + validation, manifest.json last.
+    with job.stage_of("archive"):
+        engine = results[0] if results else None
+        manifest = {
+            "job_id": job.job_id,
+            "lipline": lipline_version(),
+            "params": p.model_dump(mode="json"),
+            "engine": {"name": p.engine, "version": engine.engine_version if engine else None,
+                       "dry_run": engine.dry_run if engine else None,
+                       "note": "passthrough is a dry run: original frames under the new audio, no lip-sync"
+                       if engine and engine.dry_run else None,
+                       "segments": [r.model_dump(mode="json") for r in results]},
+            "inputs": validate.input_provenance(inputs, probes),
+            "loudness": {"before": audio.before.model_dump(), "after": audio.after.model_dump(),
+                         "target_lufs": p.loudness_lufs},
+            "segments": [s.model_dump(mode="json") for s in cut.segments],
+            "timings_s": job.timings,
+        }
+        files = {"final.mp4": final.video, "validation.json": validation_doc}
+        files.update({f"final{path.suffix}": path for path in final.sidecars})
+        stored = archive_stage.archive(job.store, job.job_id, files, manifest)
+    return LocalizeResult(job_id=job.job_id, final_uri=stored["final.mp4"].uri, manifest_uri=stored["manifest.json"].uri,
+                          engine=p.engine, dry_run=bool(engine and engine.dry_run))

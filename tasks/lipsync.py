@@ -1,0 +1,65 @@
+"""Lip-sync stage: run a video engine from the registry over every segment.
+
+The engine is looked up by name and built once per worker process (`get_engine` caches it), so a GPU worker
+keeps its model loaded across runs. In a deployment this task runs on the `gpu` work pool.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from prefect import task
+
+from lipline.errors import InsufficientGPUMemory
+from lipline.models.registry import get_engine
+from lipline.records import EngineResult, Segment
+from lipline.uris import local_path, publish
+
+
+def _transient(task, task_run, state) -> bool:
+    """Retry storage/network hiccups; never bad input, never an exhausted OOM ladder (route to a bigger pool)."""
+    try:
+        state.result()
+    except InsufficientGPUMemory:
+        return False
+    except (ConnectionError, TimeoutError):
+        return True
+    except Exception:  # noqa: BLE001 - everything else is deterministic: retrying would fail the same way
+        return False
+    return False
+
+
+def sync_segment(segment: Segment, engine_name: str, out_dir: Path) -> EngineResult:
+    """Run engine `engine_name` on one segment; returns where its output lies and what the engine did."""
+    engine = get_engine(engine_name, kind="video")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    video = local_path(segment.video_uri, out_dir)
+    audio = local_path(segment.audio_uri, out_dir)
+    out = out_dir / f"segment-{segment.index:04d}.mp4"
+    rungs = engine.run_segment(video, audio, out)
+    return EngineResult(segment_index=segment.index, uri=publish(out, str(out)), engine=engine.name,
+                        engine_version=engine.version, dry_run=engine.dry_run, rungs=list(rungs),
+                        seconds=round(time.perf_counter() - started, 3))
+
+
+@task(name="lipsync-segment", retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=_transient)
+def lipsync_segment(segment: Segment, engine_name: str, out_dir: Path) -> EngineResult:
+    return sync_segment(segment, engine_name, out_dir)
+
+
+def lipsync_segments(segments: list[Segment], engine_name: str, out_dir: Path,
+                     on_progress: Callable[[float], None] | None = None) -> list[EngineResult]:
+    """Segments in order, one task run each (so a failed segment is retried alone and shown in the UI)."""
+    get_engine(engine_name, kind="video")  # fail fast on an unknown or wrong-kind engine
+    results = []
+    total_frames = sum(s.frame_count for s in segments) or 1
+    done = 0
+    for seg in segments:
+        results.append(lipsync_segment(seg, engine_name, out_dir))
+        done += seg.frame_count
+        if on_progress:
+            on_progress(done / total_frames)
+    return results
