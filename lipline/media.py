@@ -68,9 +68,20 @@ def ensure_font_dir() -> Path:
     return target_dir
 
 
-def filter_path(path: Path) -> str:
-    """Escape a path for use inside an ffmpeg filtergraph option value (subtitles=filename=...)."""
-    text = str(path)
-    for ch in ("\\", ":", "'", "[", "]", ",", ";", "="):
+def filter_value(text: str) -> str:
+    """Escape any text for use as an option value inside an ``-filter_complex`` graph.
+
+    ffmpeg unescapes twice: once when it splits the graph into filters (special: backslash, quote, ``[],;``) and
+    once when it splits a filter's options (special: backslash, quote, ``:``). So escape for the option level
+    first, then for the graph level. Verified with the subtitles filter on a path like ``we ird'$;[a],b=c:d\\e``.
+    """
+    for ch in ("\\", "'", ":"):
+        text = text.replace(ch, "\\" + ch)
+    for ch in ("\\", "'", "[", "]", ",", ";"):
         text = text.replace(ch, "\\" + ch)
     return text
+
+
+def filter_path(path: Path) -> str:
+    """Escape a path for use inside an ffmpeg filtergraph option value (subtitles=filename=...)."""
+    return filter_value(str(path))

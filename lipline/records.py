@@ -57,6 +57,7 @@ class Violation(Record):
     observed: str
     expected: str
     hint: str
+    cues: list[int] | None = Field(None, description="Subtitle cue numbers the rule fired on (cue-scope rules)")
 
 
 class ValidationReport(Record):
@@ -113,3 +114,32 @@ class EngineResult(Record):
     dry_run: bool = Field(description="True when the engine does not lip-sync (passthrough)")
     rungs: list[str] = Field(default_factory=list, description="Out-of-memory ladder rungs taken")
     seconds: float
+
+
+class PostParams(Record):
+    """Settings of the one final encode (stage 6): subtitles, bumpers and the delivery codec parameters."""
+
+    burn_subtitles: bool = Field(True, description="Burn the subtitles into the picture of the main part (libass)")
+    soft_subtitles: bool = Field(True, description="Add the subtitles as a selectable mov_text track and write "
+                                                   ".srt/.vtt sidecars")
+    preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
+                    "veryslow"] = Field(
+        "veryfast", description="libx264 preset of the single final encode. 'veryfast' keeps the whole pipeline "
+                                "within 1.3x of one plain encode while staying visually clean at the default CRF")
+    crf: int = Field(20, ge=0, le=51, description="libx264 constant rate factor (lower = better, bigger); "
+                                                  "18-23 is the usual delivery range")
+    audio_bitrate: str = Field("192k", pattern=r"^\d+k$", description="AAC bitrate of the delivery audio")
+    subtitle_language: str = Field("und", pattern=r"^[a-z]{3}$",
+                                   description="ISO 639-2 language tag of the soft subtitle track")
+
+
+class FinalOutputs(Record):
+    """Local files written by the final encode, before the archive stage uploads them."""
+
+    video_path: str = Field(description="final.mp4: H.264 yuv420p + AAC 48 kHz stereo (+ mov_text), faststart")
+    srt_path: str | None = Field(None, description="UTF-8 SRT sidecar, times shifted by the intro")
+    vtt_path: str | None = Field(None, description="WebVTT sidecar, times shifted by the intro")
+    intro_offset_s: float = Field(0.0, description="Where the main part starts in the deliverable")
+    duration_s: float = Field(description="Expected duration: intro + main + outro frames / fps")
+    fps: float = Field(description="Delivery frame rate = source frame rate")
+    frame_count: int = Field(description="Expected video frames in final.mp4")

@@ -1,0 +1,346 @@
+"""Stage 6b, post-processing: the ONE final encode of the job.
+
+A single ffmpeg run with one filter graph does everything after the lip-sync:
+
+    intro ─ fps, scale+pad to the main size, setsar=1, yuv420p; its audio (or silence) at 48 kHz stereo ─┐
+    main  ─ fps (source rate), burn-in subtitles (libass, bundled CJK font), yuv420p; the delivery audio ├ concat
+    outro ─ like the intro ───────────────────────────────────────────────────────────────────────────────┘
+      → libx264 (params.preset / params.crf, yuv420p, source frame rate) + AAC 48 kHz stereo
+      (+ the shifted subtitles as a mov_text track), `-movflags +faststart`.
+
+Every bumper is cut/padded to a whole number of frames at the main rate and its audio is padded/trimmed to exactly
+that length, so the intro offset used to shift the soft subtitles and sidecars is exact (frames / fps).
+
+Subtitle files can be SRT, ASS or WebVTT in any encoding: they are decoded (BOM, UTF-8, else charset-normalizer),
+parsed with pysubs2 and re-written as UTF-8 under plain names in a private temp dir, so a user's file name never
+reaches the filter graph; every path that does (temp dir, font dir) goes through `filter_path` escaping.
+Memory stays bounded: frames only stream through ffmpeg.
+"""
+
+from __future__ import annotations
+
+import codecs
+import copy
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from fractions import Fraction
+from pathlib import Path
+
+import pysubs2
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from lipline.errors import InputError, MediaToolError
+from lipline.media import FONT_FAMILY, ensure_font_dir, ffmpeg_exe, filter_path, filter_value
+from lipline.records import FinalOutputs, PostParams
+from lipline.tasks.merge import VideoStreamStats, video_stream_stats
+from lipline.uris import local_path
+
+SAMPLE_RATE = 48000
+AUDIO_FORMAT = f"aformat=sample_fmts=fltp:sample_rates={SAMPLE_RATE}:channel_layouts=stereo"
+
+ProgressFn = Callable[[float], None]
+
+
+# ---------------------------------------------------------------------------------------------------- subtitles
+
+def decode_subtitle_bytes(raw: bytes) -> tuple[str, str]:
+    """Text and encoding name of a subtitle file: BOMs first, then strict UTF-8, then charset-normalizer."""
+    for bom, name in ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+                      (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")):
+        if raw.startswith(bom):
+            return raw.decode(name), name
+    try:
+        return raw.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        pass
+    from charset_normalizer import from_bytes
+
+    matches = [m for m in from_bytes(raw) if m.encoding]
+    if not matches:
+        raise UnicodeDecodeError("unknown", raw[:1], 0, 1, "no text encoding fits")
+    # Short CJK files are ambiguous between the legacy double-byte codecs (GBK bytes also decode as "valid" CP949,
+    # as a mix of Hangul and Han): among the least chaotic candidates, prefer the one whose text keeps to one script.
+    ranked = sorted(enumerate(matches), key=lambda im: (round(im[1].chaos, 2), _script_mix(str(im[1])), im[0]))
+    best = ranked[0][1]
+    return str(best), best.encoding
+
+
+def _script_mix(text: str) -> int:
+    """How implausible the mix of scripts in `text` is (0 = plausible): Hangul next to Han/kana, halfwidth kana."""
+    hangul = han = kana = halfwidth = odd = False
+    for ch in text:
+        o = ord(ch)
+        if o < 0x80:
+            continue
+        if 0xAC00 <= o <= 0xD7A3 or 0x1100 <= o <= 0x11FF or 0x3130 <= o <= 0x318F:
+            hangul = True
+        elif 0x4E00 <= o <= 0x9FFF or 0x3400 <= o <= 0x4DBF:
+            han = True
+        elif 0x3040 <= o <= 0x30FF:
+            kana = True
+        elif 0xFF61 <= o <= 0xFF9F:
+            halfwidth = True
+        elif o == 0xFFFD or 0xE000 <= o <= 0xF8FF:
+            odd = True
+    return int(hangul and (han or kana)) + int(halfwidth) + int(odd)
+
+
+def load_subtitles(path: Path, label: str | None = None) -> pysubs2.SSAFile:
+    """Parse an SRT / ASS / SSA / WebVTT file in any text encoding (format detected from the content)."""
+    label = label or str(path)
+    try:
+        text, _encoding = decode_subtitle_bytes(path.read_bytes())
+    except UnicodeDecodeError as exc:
+        raise InputError(label, "subtitles-encoding", f"cannot decode the text ({exc.reason})",
+                         "Save the subtitles as UTF-8.") from exc
+    try:
+        subs = pysubs2.SSAFile.from_string(text.lstrip("\ufeff"))
+    except Exception as exc:  # pysubs2 raises several types for unknown / broken formats
+        raise InputError(label, "subtitles-format", f"not a readable SRT/ASS/VTT file ({exc})",
+                         "Provide SRT, ASS or WebVTT subtitles.") from exc
+    return subs
+
+
+def _clip_to_window(subs: pysubs2.SSAFile, start_ms: int, end_ms: int) -> pysubs2.SSAFile:
+    """Keep the cues overlapping [start_ms, end_ms), clipped to it (soft subtitles stay inside the main part)."""
+    out = copy.deepcopy(subs)
+    kept = []
+    for ev in out.events:
+        if ev.is_comment or ev.end <= start_ms or ev.start >= end_ms:
+            continue
+        ev.start, ev.end = max(ev.start, start_ms), min(ev.end, end_ms)
+        kept.append(ev)
+    out.events = kept
+    return out
+
+
+def _write_subtitle(subs: pysubs2.SSAFile, path: Path, fmt: str) -> Path:
+    subs.save(os.fspath(path), encoding="utf-8", format_=fmt)
+    return path
+
+
+# ------------------------------------------------------------------------------------------------ filter graph
+
+def _frames_at(stats: VideoStreamStats, rate: Fraction) -> int:
+    """Whole frames a bumper lasts once resampled to `rate`."""
+    return max(1, round(stats.duration * rate))
+
+
+def _seconds(value: Fraction) -> str:
+    return f"{float(value):.6f}"
+
+
+def _bumper_chains(idx: int, label: str, stats: VideoStreamStats, frames: int, rate: Fraction,
+                   width: int, height: int) -> list[str]:
+    duration = _seconds(frames / rate)
+    video = (f"[{idx}:v:0]setpts=PTS-STARTPTS,fps={rate},"
+             f"scale={width}:{height}:force_original_aspect_ratio=decrease:force_divisible_by=2,"
+             f"pad={width}:{height}:(ow-iw)/2:(oh-ih)/2:color=black,setsar=1,format=yuv420p,"
+             f"tpad=stop_mode=clone:stop_duration=2,trim=end_frame={frames},setpts=PTS-STARTPTS[{label}v]")
+    if stats.has_audio:
+        audio = (f"[{idx}:a:0]asetpts=PTS-STARTPTS,aresample={SAMPLE_RATE},{AUDIO_FORMAT},"
+                 f"apad,atrim=end={duration},asetpts=PTS-STARTPTS[{label}a]")
+    else:  # a silent bumper still needs an audio segment for concat: exact-length silence
+        audio = (f"anullsrc=r={SAMPLE_RATE}:cl=stereo,atrim=end={duration},{AUDIO_FORMAT},"
+                 f"asetpts=PTS-STARTPTS[{label}a]")
+    return [video, audio]
+
+
+def build_filtergraph(*, rate: Fraction, width: int, height: int, main_frames: int,
+                      burn_file: Path | None, font_dir: Path | None,
+                      bumpers: list[tuple[int, str, VideoStreamStats, int]], order: list[str]) -> str:
+    """The filter_complex text. Inputs: 0 = main video, 1 = delivery audio, bumpers at their indices."""
+    main_dur = _seconds(main_frames / rate)
+    vf = [f"[0:v:0]setpts=PTS-STARTPTS", f"fps={rate}"]
+    if burn_file is not None:
+        sub = f"subtitles=filename={filter_path(burn_file)}"
+        if font_dir is not None:
+            sub += f":fontsdir={filter_path(font_dir)}"
+        sub += f":force_style={filter_value('FontName=' + FONT_FAMILY)}"
+        vf.append(sub)
+    vf += ["setsar=1", "format=yuv420p", f"trim=end_frame={main_frames}", "setpts=PTS-STARTPTS[mainv]"]
+    chains = [",".join(vf),
+              f"[1:a:0]asetpts=PTS-STARTPTS,aresample={SAMPLE_RATE},{AUDIO_FORMAT},"
+              f"apad,atrim=end={main_dur},asetpts=PTS-STARTPTS[maina]"]
+    for idx, label, stats, frames in bumpers:
+        chains += _bumper_chains(idx, label, stats, frames, rate, width, height)
+    if len(order) == 1:
+        chains.append("[mainv]null[vout]")
+        chains.append("[maina]anull[aout]")
+    else:
+        pads = "".join(f"[{name}v][{name}a]" for name in order)
+        chains.append(f"{pads}concat=n={len(order)}:v=1:a=1[vout][aout]")
+    return ";".join(chains)
+
+
+# ------------------------------------------------------------------------------------------------------ ffmpeg
+
+def run_ffmpeg_with_progress(args: list[str | os.PathLike], *, what: str, expected_s: float,
+                             progress: ProgressFn | None = None, workdir: Path) -> None:
+    """Run ffmpeg (argument list), reading `-progress pipe:1` line by line while it runs.
+
+    stderr goes to a file (a full stderr pipe that nobody reads would block ffmpeg). Reports fractions in [0, 1]
+    to `progress` and 1.0 at the end; raises `MediaToolError` with the stderr tail on failure.
+    """
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-y", "-loglevel", "error", "-nostats",
+           "-progress", "pipe:1", *[os.fspath(a) for a in args]]
+    err_path = workdir / "ffmpeg-stderr.log"
+    last = -1.0
+    with open(err_path, "wb") as err:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
+        try:
+            assert proc.stdout is not None
+            for raw in proc.stdout:
+                key, _, value = raw.decode("ascii", "replace").strip().partition("=")
+                if key == "out_time_us" and progress is not None and expected_s > 0:
+                    try:
+                        fraction = min(1.0, max(0.0, int(value) / 1e6 / expected_s))
+                    except ValueError:  # "N/A" before the first frame
+                        continue
+                    if fraction - last >= 0.01:
+                        last = fraction
+                        progress(fraction)
+            code = proc.wait()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+    if code != 0:
+        tail = err_path.read_bytes().decode("utf-8", "replace").strip().splitlines()[-6:]
+        raise MediaToolError(f"ffmpeg failed while {what} (exit {code}): " + " | ".join(tail))
+    if progress is not None and last < 1.0:
+        progress(1.0)
+
+
+# ------------------------------------------------------------------------------------------------------ stage
+
+def finalize(main_video_uri: str, delivery_audio_uri: str, out_dir: Path, params: PostParams,
+             subtitles_uri: str | None = None, intro_uri: str | None = None, outro_uri: str | None = None,
+             *, progress: ProgressFn | None = None) -> FinalOutputs:
+    """Write `out_dir/final.mp4` (+ `final.srt`, `final.vtt` when there are subtitles and soft subtitles are on).
+
+    `main_video_uri`: the merged lip-synced video at the source frame rate (its audio, if any, is ignored).
+    `delivery_audio_uri`: the loudness-normalized 48 kHz stereo track; padded with silence / trimmed to the main
+    video's length. Intro and outro are conformed to the main clip; a bumper without audio gets silence.
+    """
+    out_dir = Path(out_dir).absolute()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    final = out_dir / "final.mp4"
+    partial = out_dir / "final.mp4.part"
+    # a private temp dir in the system temp folder: the only paths that appear inside the filter graph
+    with tempfile.TemporaryDirectory(prefix="lipline-post-") as tmp:
+        work = Path(tmp)
+        main_path = local_path(main_video_uri, work)
+        audio_path = local_path(delivery_audio_uri, work)
+        main = video_stream_stats(main_path)
+        if not main.fps or main.frames == 0:
+            raise MediaToolError(f"{main_video_uri}: no usable video frames / frame rate")
+        rate, width, height = main.fps, main.width, main.height
+
+        inputs: list[str | os.PathLike] = ["-i", main_path, "-i", audio_path]
+        bumpers: list[tuple[int, str, VideoStreamStats, int]] = []
+        order = ["main"]
+        next_index = 2
+        intro_frames = outro_frames = 0
+        for label, uri in (("intro", intro_uri), ("outro", outro_uri)):
+            if not uri:
+                continue
+            path = local_path(uri, work)
+            stats = video_stream_stats(path)
+            frames = _frames_at(stats, rate)
+            bumpers.append((next_index, label, stats, frames))
+            inputs += ["-i", path]
+            next_index += 1
+            if label == "intro":
+                intro_frames = frames
+                order.insert(0, "intro")
+            else:
+                outro_frames = frames
+                order.append("outro")
+
+        intro_offset = Fraction(intro_frames) / rate
+        main_end = intro_offset + Fraction(main.frames) / rate
+        total_frames = intro_frames + main.frames + outro_frames
+        total_s = Fraction(total_frames) / rate
+
+        burn_file: Path | None = None
+        srt_out = vtt_out = None
+        soft_input: list[str | os.PathLike] = []
+        if subtitles_uri:
+            subs = load_subtitles(local_path(subtitles_uri, work), label=str(subtitles_uri))
+            if params.burn_subtitles and subs.events:
+                keep_ass = subs.format in ("ass", "ssa")
+                burn_file = _write_subtitle(subs, work / ("burn.ass" if keep_ass else "burn.srt"),
+                                            "ass" if keep_ass else "srt")
+            if params.soft_subtitles:
+                shifted = copy.deepcopy(subs)
+                shifted.shift(ms=round(intro_offset * 1000))
+                shifted = _clip_to_window(shifted, round(intro_offset * 1000), round(main_end * 1000))
+                srt_out = _write_subtitle(shifted, out_dir / "final.srt", "srt")
+                vtt_out = _write_subtitle(shifted, out_dir / "final.vtt", "vtt")
+                if shifted.events:
+                    soft = _write_subtitle(shifted, work / "soft.srt", "srt")
+                    soft_input = ["-f", "srt", "-i", soft]
+
+        graph = build_filtergraph(rate=rate, width=width, height=height, main_frames=main.frames,
+                                  burn_file=burn_file, font_dir=ensure_font_dir() if burn_file else None,
+                                  bumpers=bumpers, order=order)
+        args: list[str | os.PathLike] = [*inputs, *soft_input, "-filter_complex", graph,
+                                         "-map", "[vout]", "-map", "[aout]"]
+        if soft_input:
+            args += ["-map", f"{next_index}:s:0", "-c:s", "mov_text",
+                     "-metadata:s:s:0", f"language={params.subtitle_language}"]
+        args += ["-c:v", "libx264", "-preset", params.preset, "-crf", str(params.crf), "-pix_fmt", "yuv420p",
+                 "-r", str(rate), "-fps_mode", "cfr",
+                 "-c:a", "aac", "-b:a", params.audio_bitrate, "-ar", str(SAMPLE_RATE), "-ac", "2",
+                 "-movflags", "+faststart", "-f", "mp4", partial]
+        try:
+            run_ffmpeg_with_progress(args, what="encoding the deliverable", expected_s=float(total_s),
+                                     progress=progress, workdir=work)
+            os.replace(partial, final)
+        finally:
+            if partial.exists():
+                partial.unlink()
+    return FinalOutputs(video_path=str(final), srt_path=str(srt_out) if srt_out else None,
+                        vtt_path=str(vtt_out) if vtt_out else None, intro_offset_s=float(intro_offset),
+                        duration_s=float(total_s), fps=float(rate), frame_count=total_frames)
+
+
+def _prefect_progress() -> ProgressFn | None:
+    """A progress callback feeding a Prefect progress artifact (None outside a run)."""
+    try:
+        from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+        artifact_id = create_progress_artifact(0.0, key="final-encode", description="Final encode")
+    except Exception:  # no run context / API: progress is optional
+        return None
+    state = {"t": 0.0}
+
+    def report(fraction: float) -> None:
+        now = time.monotonic()
+        if fraction < 1.0 and now - state["t"] < 1.0:
+            return
+        state["t"] = now
+        try:
+            update_progress_artifact(artifact_id, round(fraction * 100, 1))
+        except Exception:
+            pass
+
+    return report
+
+
+@task(name="post", cache_policy=NO_CACHE,
+      description="One final encode: subtitles, intro/outro, delivery audio, sidecars")
+def post(main_video_uri: str, delivery_audio_uri: str, out_dir: Path, params: PostParams,
+         subtitles_uri: str | None = None, intro_uri: str | None = None, outro_uri: str | None = None,
+         progress: ProgressFn | None = None) -> FinalOutputs:
+    return finalize(main_video_uri, delivery_audio_uri, out_dir, params, subtitles_uri, intro_uri, outro_uri,
+                    progress=progress or _prefect_progress())
+
+
+__all__ = ["FinalOutputs", "PostParams", "decode_subtitle_bytes", "finalize", "load_subtitles", "post",
+           "run_ffmpeg_with_progress"]
