@@ -1,0 +1,284 @@
+"""Stage 1, probe: what a media file really contains, measured with PyAV (there is no ffprobe here).
+
+Headers lie (patched MP4 durations, RIFF sizes) and truncated files may still open, so every number in the
+returned `MediaProbe` comes from the *decoded* streams:
+
+* The first video stream (cover-art "attached pictures" skipped) and the first audio stream are both decoded
+  to the end in one demux pass. Frames are counted and dropped at once (only their integer timestamps are
+  kept), so memory stays flat for any length.
+* **Why decode the video rather than only count packets.** Counting demuxed packets is ~40x faster, but the
+  data contract says "must decode to the end (truncated/corrupt = fail)", and a packet count cannot see a
+  damaged bitstream. Measured here (2 shared cores, PyAV 18 / FFmpeg 8): a 10 s 1080p30 H.264 clip decodes in
+  0.35 s with frame threading (``thread_type = "AUTO"``) vs 0.42 s single-threaded, and demuxing alone takes
+  0.01 s; so a 10-minute 1080p30 file costs roughly 20-60 s of decode depending on the content. We accept that
+  once per input (validation runs once per job) and decode with ``thread_type = "AUTO"``.
+  ``skip_frame = "NONKEY"`` is *not* used: it would break frame counting.
+* fps is the mean rate from decoded timestamps, ``(n - 1) / (last_pts - first_pts)``. The stream is constant
+  frame rate when at most 1 % of the timestamp deltas differ from the median delta by more than 15 % plus one
+  time-base tick (that absorbs the 33/34 ms rounding jitter of 1/1000 time bases at 29.97 fps).
+* Rotation comes from the display-matrix side data of the decoded frames (FFmpeg attaches the stream's matrix
+  to every frame). PyAV reports it counter-clockwise; `VideoInfo.rotation` stores it clockwise in 0/90/180/270,
+  the convention of the classic ``rotate`` tag, and the display size swaps width and height for 90/270.
+* A decode error midway, a frame flagged corrupt, or a file that decodes to clearly less than its container
+  declares (more than 0.5 s and 5 % short) sets ``decode_error`` (starting with ``"truncated"`` or
+  ``"corrupt"``) instead of raising. A file with a recognisable container signature that cannot even be opened
+  (an MP4 cut before its ``moov`` atom) is also reported through ``decode_error`` with no streams.
+* An empty file, or bytes that are not media at all, raise `InputError` naming the file and the rule
+  (``media.not_empty`` / ``media.readable``).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from lipline.errors import InputError
+from lipline.records import AudioInfo, MediaProbe, VideoInfo
+from lipline.uris import local_path
+
+__all__ = ["probe_media", "probe", "sniff_container"]
+
+# Relative deviation from the median frame interval that still counts as the same interval.
+VFR_REL_TOLERANCE = 0.15
+# Fraction of intervals allowed to deviate before the stream is called variable frame rate.
+VFR_MAX_OUTLIER_FRACTION = 0.01
+# Decoded duration this much shorter than the container's declared duration means "truncated".
+TRUNCATION_MIN_S = 0.5
+TRUNCATION_REL = 0.05
+
+_DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "4.0", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
+
+_SIGNATURES: tuple[tuple[int, bytes, str], ...] = (
+    (4, b"ftyp", "mp4"),
+    (4, b"moov", "mp4"),
+    (4, b"mdat", "mp4"),
+    (4, b"free", "mp4"),
+    (4, b"wide", "mp4"),
+    (0, b"\x1a\x45\xdf\xa3", "matroska"),
+    (0, b"RIFF", "riff"),
+    (0, b"OggS", "ogg"),
+    (0, b"fLaC", "flac"),
+    (0, b"ID3", "mp3"),
+    (0, b"FLV", "flv"),
+    (0, b"FORM", "aiff"),
+    (0, b"\x30\x26\xb2\x75", "asf"),
+)
+
+
+def sniff_container(path: Path) -> str | None:
+    """The container family from the first bytes, or None when nothing media-like is recognised."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    for offset, magic, name in _SIGNATURES:
+        if head[offset:offset + len(magic)] == magic:
+            return name
+    return None
+
+
+def _first_video(container: av.container.InputContainer):
+    for s in container.streams.video:
+        if not (s.disposition & av.stream.Disposition.attached_pic):
+            return s
+    return None
+
+
+def _fps_stats(pts: np.ndarray, time_base: Fraction) -> tuple[float | None, bool, float]:
+    """(mean fps, constant?, duration in s) from presentation timestamps in time-base ticks."""
+    if pts.size == 0:
+        return None, True, 0.0
+    tb = float(time_base)
+    if pts.size == 1:
+        return None, True, 0.0
+    pts = np.sort(pts)
+    deltas = np.diff(pts).astype(np.float64)
+    deltas = deltas[deltas > 0]
+    if deltas.size == 0:
+        return None, True, 0.0
+    span = float(pts[-1] - pts[0]) * tb
+    median = float(np.median(deltas))
+    fps = (pts.size - 1) / span if span > 0 else None
+    deviating = np.abs(deltas - median) > (VFR_REL_TOLERANCE * median + 1.0)
+    constant = bool(np.mean(deviating) <= VFR_MAX_OUTLIER_FRACTION)
+    duration = span + median * tb
+    return fps, constant, duration
+
+
+def _rotation_cw(frame: av.VideoFrame) -> int:
+    try:
+        ccw = frame.rotation  # counter-clockwise, -180..180
+    except Exception:  # noqa: BLE001 - no display matrix / old PyAV
+        return 0
+    if not ccw:
+        return 0
+    return int(round(-float(ccw) / 90.0)) * 90 % 360
+
+
+def _float_rate(rate) -> float | None:
+    try:
+        return float(rate) if rate else None
+    except (TypeError, ZeroDivisionError):
+        return None
+
+
+def probe_media(uri: str, workdir: Path | None = None) -> MediaProbe:
+    """Decode `uri` to the end and report what it really contains.
+
+    Raises `InputError` for an empty file or one that is not media at all; a truncated or corrupt media file
+    returns normally with ``decode_error`` set.
+    """
+    if workdir is None:
+        workdir = Path(tempfile.mkdtemp(prefix="lipline-probe-"))
+    try:
+        path = local_path(uri, workdir)
+    except FileNotFoundError as e:
+        raise InputError(str(uri), "media.exists", "file not found", "check the path or URI") from e
+    if not path.is_file():
+        raise InputError(str(uri), "media.exists", "file not found", "check the path or URI")
+    size = path.stat().st_size
+    if size == 0:
+        raise InputError(str(uri), "media.not_empty", "the file is empty (0 bytes)",
+                         "the upload or export did not complete; provide the file again")
+
+    try:
+        container = av.open(str(path), metadata_errors="ignore")
+    except (av.FFmpegError, UnicodeDecodeError, ValueError) as e:
+        family = sniff_container(path)
+        if family is not None:
+            return MediaProbe(
+                uri=str(uri), size_bytes=size, container=family, duration_s=0.0,
+                decode_error=(f"truncated or corrupt {family} file: it cannot be opened "
+                              f"({_err_text(e)}); an MP4 cut short loses its index (moov atom)"),
+            )
+        raise InputError(str(uri), "media.readable", f"not a media file ({_err_text(e)})",
+                         "provide an audio or video file (MP4, MOV, MKV, WAV, ...)") from e
+
+    with container:
+        return _probe_open(str(uri), size, container)
+
+
+def _err_text(e: BaseException) -> str:
+    text = getattr(e, "strerror", None) or str(e)
+    return str(text).strip() or type(e).__name__
+
+
+def _probe_open(uri: str, size: int, container) -> MediaProbe:
+    vstream = _first_video(container)
+    astream = container.streams.audio[0] if container.streams.audio else None
+    streams = [s for s in (vstream, astream) if s is not None]
+    container_name = container.format.name if container.format else None
+    declared_s = container.duration / av.time_base if container.duration else None
+
+    if not streams:
+        return MediaProbe(uri=uri, size_bytes=size, container=container_name, duration_s=0.0)
+
+    if vstream is not None:
+        vstream.thread_type = "AUTO"
+
+    vpts: list[int] = []
+    vcount = 0
+    vcorrupt = 0
+    rotation = 0
+    first_frame_seen = False
+    pix_fmt = None
+    frame_w = frame_h = 0
+    acount = 0
+    a_first_pts: float | None = None
+    a_layout = None
+    a_rate = astream.codec_context.sample_rate if astream is not None else 0
+    decode_error: str | None = None
+    last_t = 0.0
+
+    try:
+        for packet in container.demux(streams):
+            if packet.pts is not None and packet.time_base is not None:
+                last_t = max(last_t, float(packet.pts * packet.time_base))
+            for frame in packet.decode():
+                if packet.stream is vstream:
+                    vcount += 1
+                    if frame.pts is not None:
+                        vpts.append(frame.pts)
+                    if getattr(frame, "is_corrupt", False):
+                        vcorrupt += 1
+                    if not first_frame_seen:
+                        first_frame_seen = True
+                        rotation = _rotation_cw(frame)
+                        pix_fmt = frame.format.name if frame.format else None
+                        frame_w, frame_h = frame.width, frame.height
+                else:
+                    acount += frame.samples
+                    if a_first_pts is None and frame.pts is not None and frame.time_base is not None:
+                        a_first_pts = float(frame.pts * frame.time_base)
+                    if a_layout is None and frame.layout is not None:
+                        a_layout = frame.layout.name
+                    if frame.sample_rate:
+                        a_rate = frame.sample_rate
+    except (av.FFmpegError, EOFError, ValueError) as e:
+        decode_error = f"truncated or corrupt: decoding stopped near {last_t:.2f} s ({_err_text(e)})"
+
+    video = None
+    if vstream is not None:
+        cc = vstream.codec_context
+        fps, constant, vdur = _fps_stats(np.asarray(vpts, dtype=np.int64), vstream.time_base or Fraction(1, 90000))
+        nominal = _float_rate(vstream.average_rate) or _float_rate(vstream.guessed_rate)
+        if fps is None and vcount:
+            fps = nominal or 0.0
+            vdur = vcount / fps if fps else 0.0
+        width = frame_w or cc.width or vstream.width or 0
+        height = frame_h or cc.height or vstream.height or 0
+        swap = rotation in (90, 270)
+        video = VideoInfo(
+            codec=cc.name, width=width, height=height,
+            display_width=height if swap else width, display_height=width if swap else height,
+            rotation=rotation, pix_fmt=pix_fmt or (cc.format.name if cc.format else None),
+            fps=float(fps or 0.0), nominal_fps=nominal, constant_fps=constant,
+            frame_count=vcount, duration_s=float(vdur),
+        )
+        if decode_error is None and vcorrupt:
+            decode_error = f"corrupt: {vcorrupt} of {vcount} video frames were damaged in decoding"
+        declared_frames = vstream.frames or 0
+        if decode_error is None and declared_frames > vcount + max(2, int(0.05 * declared_frames)):
+            decode_error = (f"truncated: decoded {vcount} of the {declared_frames} video frames "
+                            f"the container declares")
+
+    audio = None
+    if astream is not None:
+        cc = astream.codec_context
+        rate = int(a_rate or cc.sample_rate or 0)
+        channels = cc.channels or (astream.layout.nb_channels if getattr(astream, "layout", None) else 0)
+        layout = a_layout or (cc.layout.name if cc.layout else None)
+        if channels and (layout is None or layout.endswith("channels")):
+            # unspecified order (e.g. WAV without a channel mask): name FFmpeg's default layout
+            layout = _DEFAULT_LAYOUTS.get(int(channels), layout)
+        audio = AudioInfo(
+            codec=cc.name, sample_rate=rate, channels=int(channels),
+            channel_layout=layout,
+            sample_count=acount, duration_s=acount / rate if rate else 0.0,
+        )
+
+    duration = max([i.duration_s for i in (video, audio) if i is not None], default=0.0)
+    if (decode_error is None and declared_s is not None
+            and declared_s - duration > max(TRUNCATION_MIN_S, TRUNCATION_REL * declared_s)):
+        decode_error = (f"truncated: decoded {duration:.2f} s of the {declared_s:.2f} s the container declares")
+    if decode_error is None and streams and vcount == 0 and acount == 0:
+        decode_error = "corrupt: no frame could be decoded"
+
+    return MediaProbe(uri=uri, size_bytes=size, container=container_name, duration_s=float(duration),
+                      video=video, audio=audio, decode_error=decode_error)
+
+
+def _make_task():
+    from prefect import task
+
+    @task(name="probe", retries=0)
+    def probe(uri: str, workdir: Path | None = None) -> MediaProbe:
+        """Prefect task: `probe_media` (decode every stream to the end)."""
+        return probe_media(uri, workdir)
+
+    return probe
+
+
+probe = _make_task()

@@ -1,0 +1,499 @@
+"""Stage 2, validate: measure each input and check it against its data contract (a great-expectations suite).
+
+Flow per file::
+
+    probe / decode / parse  ->  measurements (pandas DataFrame)  ->  GX suite data_contracts/<role>.json
+                            ->  every failed expectation becomes a `Violation(rule, severity, observed, expected, hint)`
+
+* **Contracts** are GX 1.x suite JSON files (`data_contracts/{video,audio,subtitles,intro,outro}.json`), loaded
+  with ``gx.ExpectationSuite(**json)``. Each expectation's ``meta`` carries the Lipline rule name, our severity
+  (``fail`` stops the job, ``fixable`` is repaired by normalize, ``warn`` is reported only), a one-line hint, and
+  ``expected`` / ``observed`` text templates (``str.format`` over the expectation kwargs / the measured row).
+* **Scopes.** Media roles measure one row. Subtitles measure one file row plus one row per cue; expectations with
+  ``meta.scope == "cue"`` run on the cue rows and their violations name the cue numbers (``Violation.cues``).
+* **Unknown = not checked.** A measurement that cannot be made (no video stream, so no fps) is null; GX skips
+  nulls, so only the rule that explains why fires (e.g. ``video.has_video_stream``).
+* **Overrides** (per run): keys are ``<rule>.<bound>``, listed in each expectation's ``meta.overrides`` with the GX
+  kwarg they replace, e.g. ``{"audio.loudness.min_lufs": -35, "video.fps.min_fps": 15}``. Values are numbers. A key
+  that belongs to another role's contract is accepted and ignored for this file (one dict serves a whole run);
+  a key in no contract raises `InputError` listing every valid key (`override_keys()`).
+* **Cue numbers** are the SRT counters (or the position of the cue for VTT/ASS / SRT blocks without a counter).
+* **Subtitles vs media end**: `validate_inputs` takes the media duration from the dub audio (the deliverable
+  follows the dub's length under the default length modes), else from the video.
+* GX is imported lazily and its ephemeral context, data source and batch definition are built once per process
+  (`_gx`), so validating a file costs ~20 ms of GX time on top of the measurements.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import math
+import re
+import string
+import tempfile
+import threading
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping
+
+from lipline.errors import InputError
+from lipline.records import MediaProbe, Role, ValidationReport, Violation
+from lipline.uris import local_path
+
+__all__ = [
+    "ROLES",
+    "validate_file",
+    "validate_inputs",
+    "validate",
+    "override_keys",
+    "load_contract",
+    "measure_media",
+    "measure_subtitles",
+]
+
+ROLES: tuple[str, ...] = ("video", "audio", "subtitles", "intro", "outro")
+MEDIA_ROLES = ("video", "audio", "intro", "outro")
+_LOCK = threading.Lock()
+
+
+# ----------------------------------------------------------------------------------------------------- contracts
+
+@functools.cache
+def _contract_json(role: str) -> dict:
+    text = resources.files("lipline.data_contracts").joinpath(f"{role}.json").read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+@functools.cache
+def override_keys() -> dict[str, tuple[str, str, str]]:
+    """Every valid override key -> (role, rule, GX kwarg), over all contracts."""
+    keys: dict[str, tuple[str, str, str]] = {}
+    for role in ROLES:
+        for exp in _contract_json(role)["expectations"]:
+            for key, kwarg in exp.get("meta", {}).get("overrides", {}).items():
+                keys[key] = (role, exp["meta"]["rule"], kwarg)
+    return keys
+
+
+def _check_overrides(overrides: Mapping[str, Any] | None) -> dict[str, float]:
+    if not overrides:
+        return {}
+    valid = override_keys()
+    unknown = sorted(k for k in overrides if k not in valid)
+    if unknown:
+        raise InputError("overrides", "contracts.override_key", f"unknown override key(s) {', '.join(unknown)}",
+                         "valid keys: " + ", ".join(sorted(valid)))
+    clean: dict[str, float] = {}
+    for key, value in overrides.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(float(value)):
+            raise InputError("overrides", "contracts.override_value", f"{key}={value!r} is not a number",
+                             "override values are numbers (thresholds)")
+        clean[key] = value
+    return clean
+
+
+def load_contract(role: str, overrides: Mapping[str, Any] | None = None):
+    """The GX `ExpectationSuite` for `role`, with threshold overrides applied (validated by key)."""
+    if role not in ROLES:
+        raise InputError(role, "contracts.role", f"unknown role {role!r}", "roles: " + ", ".join(ROLES))
+    overrides = _check_overrides(overrides)
+    gx, _ = _gx()
+    data = copy.deepcopy(_contract_json(role))
+    for exp in data["expectations"]:
+        for key, kwarg in exp.get("meta", {}).get("overrides", {}).items():
+            if key in overrides:
+                exp["kwargs"][kwarg] = overrides[key]
+    data.pop("id", None)
+    return gx.ExpectationSuite(**data)
+
+
+@functools.cache
+def _gx():
+    """(gx module, batch definition) on a cached ephemeral context without progress bars."""
+    import logging
+
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    gx_logger = logging.getLogger("great_expectations")
+    level = gx_logger.level
+    gx_logger.setLevel(logging.WARNING)  # the ephemeral docs-site INFO line is noise on every CLI call
+    try:
+        context = gx.get_context(mode="ephemeral")
+    finally:
+        gx_logger.setLevel(level)
+    try:
+        context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    except Exception:  # noqa: BLE001 - cosmetic only
+        pass
+    source = context.data_sources.add_pandas("lipline")
+    asset = source.add_dataframe_asset("measurements")
+    return gx, asset.add_batch_definition_whole_dataframe("whole")
+
+
+# ------------------------------------------------------------------------------------------------- measurements
+
+def _streams_text(probe: MediaProbe | None) -> str:
+    if probe is None:
+        return "unknown"
+    parts = []
+    if probe.video:
+        parts.append(f"video {probe.video.codec}")
+    if probe.audio:
+        parts.append(f"audio {probe.audio.codec}")
+    return ", ".join(parts) or "none"
+
+
+def measure_media(uri: str, role: str, workdir: Path) -> tuple[dict, MediaProbe | None]:
+    """One row of measurements for a media role (None where a value cannot be measured)."""
+    from lipline.tasks.probe import probe_media
+
+    row: dict[str, Any] = {"readable": True, "readable_error": "", "decode_error": ""}
+    try:
+        probe = probe_media(uri, workdir)
+    except InputError as e:
+        row.update(readable=False, readable_error=f"{e.rule}: {e.observed}")
+        return row, None
+    opened = probe.video is not None or probe.audio is not None or probe.decode_error is None
+    row["decodes_to_end"] = probe.decode_error is None
+    row["decode_error"] = probe.decode_error or ""
+    row["streams"] = _streams_text(probe)
+    row["duration_s"] = probe.duration_s if opened else None
+    row["has_video_stream"] = (probe.video is not None) if opened else None
+    row["has_audio_stream"] = (probe.audio is not None) if opened else None
+    v = probe.video
+    if v is not None:
+        row.update(
+            width=v.width, height=v.height, display_width=v.display_width, display_height=v.display_height,
+            short_side_px=min(v.display_width, v.display_height), fps=round(v.fps, 3) if v.fps else None,
+            constant_fps=v.constant_fps, even_dimensions=(v.width % 2 == 0 and v.height % 2 == 0),
+            rotation=v.rotation, duration_s=v.duration_s,
+        )
+    if role == "audio":
+        a = probe.audio
+        row["duration_s"] = None  # only the audio stream's own duration counts for the dub
+        if a is not None:
+            row.update(sample_rate=a.sample_rate, channels=a.channels, channel_layout=a.channel_layout or "?",
+                       duration_s=a.duration_s)
+            row.update(_audio_measures(local_path(uri, workdir)))
+    return row, probe
+
+
+def _audio_measures(path: Path) -> dict:
+    from lipline.tasks import loudness as ld
+
+    samples, sr = ld.read_audio(path)
+    out: dict[str, Any] = {}
+    if samples.shape[0] == 0:
+        return out
+    lufs = ld.integrated_loudness(samples, sr)
+    if math.isnan(lufs):
+        out["integrated_lufs_text"] = "too short to measure"
+    else:
+        out["integrated_lufs"] = max(lufs, -200.0)  # -inf (silence) kept finite for GX, text says "silent"
+        out["integrated_lufs_text"] = "silent (-inf LUFS)" if math.isinf(lufs) else f"{lufs:.1f} LUFS"
+    out["true_peak_dbtp"] = max(ld.true_peak_dbtp(samples, sr), -200.0)
+    out["clipping_runs"] = ld.clipping_runs(samples)
+    if samples.shape[1] == 2:
+        corr = ld.phase_correlation(samples)
+        out["phase_correlation"] = None if math.isnan(corr) else corr
+    lead, trail = ld.leading_trailing_silence(samples, sr)
+    out["leading_silence_s"], out["trailing_silence_s"] = lead, trail
+    return out
+
+
+# ---- subtitles
+
+_SRT_TIME = r"(\d{1,3}):(\d{1,2}):(\d{1,2})[,.](\d{1,3})"
+_SRT_TIMING = re.compile(rf"^\s*{_SRT_TIME}\s*-->\s*{_SRT_TIME}(\s.*)?$")
+_VTT_TIME = r"(?:(\d{1,3}):)?(\d{2}):(\d{2})\.(\d{3})"
+_VTT_TIMING = re.compile(rf"^\s*{_VTT_TIME}\s+-->\s+{_VTT_TIME}(\s.*)?$")
+
+
+def _secs(h, m, s, ms) -> float | None:
+    h, m, s = int(h or 0), int(m), int(s)
+    if m > 59 or s > 59:
+        return None
+    return h * 3600 + m * 60 + s + int(ms.ljust(3, "0")) / 1000.0
+
+
+def _decode_text(data: bytes) -> tuple[str | None, str, bool, str]:
+    """(text or None, encoding name, is UTF-8, error)."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        return data[3:].decode("utf-8", "replace"), "utf-8-sig", True, ""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        try:
+            return data.decode("utf-16"), "utf-16 (with BOM)", False, ""
+        except UnicodeDecodeError as e:
+            return None, "utf-16", False, f"undecodable UTF-16 ({e.reason})"
+    if b"\x00" in data[:4096]:
+        return None, "binary", False, "binary data, not a text subtitle file"
+    try:
+        return data.decode("utf-8"), "utf-8", True, ""
+    except UnicodeDecodeError:
+        pass
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(data).best()
+    if best is None:
+        return None, "unknown", False, "binary data or unknown text encoding"
+    return str(best), best.encoding, False, ""
+
+
+def _scan_cues(text: str, fmt: str) -> list[dict]:
+    """SRT/VTT cues in file order with their grammar status; numbers are the SRT counters where present."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    blocks: list[list[str]] = []
+    cur: list[str] = []
+    for line in lines:
+        if line.strip():
+            cur.append(line)
+        elif cur:
+            blocks.append(cur)
+            cur = []
+    if cur:
+        blocks.append(cur)
+    timing_re = _SRT_TIMING if fmt == "srt" else _VTT_TIMING
+    cues: list[dict] = []
+    for block in blocks:
+        if fmt == "vtt":
+            head = block[0].strip()
+            if head.startswith("WEBVTT") or head.split(" ")[0] in ("NOTE", "STYLE", "REGION"):
+                continue
+        number = None
+        body = block
+        if fmt == "srt" and block[0].strip().isdigit():
+            number = int(block[0].strip())
+            body = block[1:]
+        elif fmt == "vtt" and len(block) > 1 and "-->" not in block[0] and "-->" in block[1]:
+            body = block[1:]  # cue identifier
+        if number is None:
+            number = (cues[-1]["cue"] + 1) if cues else 1
+        row = {"cue": number, "grammar_ok": True, "grammar_error": "", "start_s": None, "end_s": None}
+        match = timing_re.match(body[0]) if body else None
+        if not body:
+            row.update(grammar_ok=False, grammar_error="counter without timing line or text")
+        elif match is None:
+            row.update(grammar_ok=False, grammar_error=f"bad timing line {body[0].strip()[:60]!r}")
+        else:
+            g = match.groups()
+            start, end = _secs(*g[0:4]), _secs(*g[4:8])
+            if start is None or end is None:
+                row.update(grammar_ok=False, grammar_error=f"out-of-range timestamp {body[0].strip()[:60]!r}")
+            elif len(body) < 2:
+                row.update(grammar_ok=False, grammar_error="cue has no text", start_s=start, end_s=end)
+            else:
+                row.update(start_s=start, end_s=end)
+        cues.append(row)
+    return cues
+
+
+def measure_subtitles(uri: str, workdir: Path, media_duration_s: float | None = None) -> tuple[dict, list[dict]]:
+    """(file row, cue rows) for a subtitle file."""
+    import pysubs2
+
+    file_row: dict[str, Any] = {"readable": True, "readable_error": "", "encoding": "", "cue_count": None}
+    try:
+        path = local_path(uri, workdir)
+        data = path.read_bytes()
+    except (OSError, FileNotFoundError) as e:
+        file_row.update(readable=False, readable_error=f"cannot read the file ({e.__class__.__name__})")
+        return file_row, []
+    if not data.strip():
+        file_row.update(readable=False, readable_error="the file is empty")
+        return file_row, []
+    text, encoding, is_utf8, error = _decode_text(data)
+    if text is None:
+        file_row.update(readable=False, readable_error=error)
+        return file_row, []
+    file_row["encoding"] = encoding
+    file_row["encoding_ok"] = is_utf8
+    if "\x00" in text[:4096]:
+        file_row.update(readable=False, readable_error="binary data, not a text subtitle file")
+        return file_row, []
+    try:
+        fmt = pysubs2.formats.autodetect_format(text)
+    except Exception as e:  # noqa: BLE001 - pysubs2 raises several types
+        file_row.update(readable=False, readable_error=f"not SRT/ASS/VTT ({e.__class__.__name__})")
+        return file_row, []
+    file_row["format"] = fmt
+    if fmt in ("srt", "vtt"):
+        cues = _scan_cues(text, fmt)
+        try:
+            pysubs2.SSAFile.from_string(text, format_=fmt)
+        except Exception as e:  # noqa: BLE001
+            if not cues:
+                file_row.update(readable=False, readable_error=f"unparseable {fmt} ({e})")
+                return file_row, []
+    elif fmt in ("ass", "ssa"):
+        try:
+            subs = pysubs2.SSAFile.from_string(text, format_=fmt)
+        except Exception as e:  # noqa: BLE001
+            file_row.update(readable=False, readable_error=f"unparseable {fmt} ({e})")
+            return file_row, []
+        cues = [{"cue": i, "grammar_ok": True, "grammar_error": "", "start_s": ev.start / 1000.0,
+                 "end_s": ev.end / 1000.0} for i, ev in enumerate((e for e in subs.events if not e.is_comment), 1)]
+    else:
+        file_row.update(readable=False, readable_error=f"{fmt} is not a supported subtitle format (SRT/ASS/VTT)")
+        return file_row, []
+    latest_end = None
+    for row in cues:
+        start, end = row["start_s"], row["end_s"]
+        row["duration_s"] = (end - start) if start is not None and end is not None else None
+        row["overlap_s"] = None
+        row["past_end_s"] = None
+        if start is None or end is None:
+            continue
+        if latest_end is not None:
+            row["overlap_s"] = round(latest_end - start, 6)
+        if end >= start:
+            latest_end = end if latest_end is None else max(latest_end, end)
+        if media_duration_s is not None:
+            row["past_end_s"] = round(end - media_duration_s, 6)
+    file_row["cue_count"] = len(cues)
+    return file_row, cues
+
+
+# --------------------------------------------------------------------------------------------------- validation
+
+class _SafeDict(dict):
+    def __missing__(self, key):
+        return "?"
+
+
+class _Formatter(string.Formatter):
+    def format_field(self, value, format_spec):
+        if value is None or value == "?" or (isinstance(value, float) and math.isnan(value)):
+            return "?"
+        try:
+            return super().format_field(value, format_spec)
+        except (ValueError, TypeError):
+            return str(value)
+
+
+_FMT = _Formatter()
+
+
+def _fill(template: str, values: Mapping[str, Any]) -> str:
+    try:
+        return _FMT.vformat(template, (), _SafeDict(values))
+    except (IndexError, KeyError, ValueError, AttributeError):
+        return template
+
+
+def _run_suite(suite, rows: list[dict]) -> list:
+    import pandas as pd
+
+    gx, batch_definition = _gx()
+    frame = pd.DataFrame(rows)
+    with _LOCK:
+        batch = batch_definition.get_batch(batch_parameters={"dataframe": frame})
+        return list(batch.validate(suite, result_format="COMPLETE").results)
+
+
+def _violations(suite, file_row: dict, cue_rows: list[dict]) -> list[Violation]:
+    gx, _ = _gx()
+    meta_of = lambda e: e.meta or {}  # noqa: E731
+    by_scope = {"file": [e for e in suite.expectations if meta_of(e).get("scope", "file") == "file"],
+                "cue": [e for e in suite.expectations if meta_of(e).get("scope") == "cue"]}
+    out: list[Violation] = []
+    for scope, expectations in by_scope.items():
+        rows = [file_row] if scope == "file" else cue_rows
+        if not expectations or not rows:
+            continue
+        for e in expectations:  # a column no row measured = nothing to check
+            for row in rows:
+                row.setdefault(e.column, None)
+        part = gx.ExpectationSuite(name=f"{suite.name}.{scope}", expectations=expectations)
+        for result in _run_suite(part, rows):
+            if result.success:
+                continue
+            cfg = result.expectation_config
+            meta = cfg.meta or {}
+            kwargs = dict(cfg.kwargs)
+            expected = _fill(meta.get("expected", str(kwargs)), kwargs)
+            rule, severity, hint = meta.get("rule", cfg.type), meta.get("severity", "fail"), meta.get("hint", "")
+            if result.exception_info and result.exception_info.get("raised_exception"):
+                out.append(Violation(rule=rule, severity="fail", expected=expected, hint=hint,
+                                     observed="could not be evaluated: "
+                                              + str(result.exception_info.get("exception_message"))[:200]))
+                continue
+            template = meta.get("observed", "{" + kwargs.get("column", "") + "}")
+            if scope == "file":
+                out.append(Violation(rule=rule, severity=severity, expected=expected, hint=hint,
+                                     observed=_fill(template, file_row)))
+            else:
+                idx = list(result.result.get("unexpected_index_list") or [])
+                bad = [rows[i] for i in idx if isinstance(i, int) and i < len(rows)]
+                shown = "; ".join(_fill(template, r) for r in bad[:20])
+                if len(bad) > 20:
+                    shown += f"; ... and {len(bad) - 20} more"
+                numbers = [int(r["cue"]) for r in bad]
+                out.append(Violation(rule=rule, severity=severity, expected=expected, hint=hint,
+                                     observed=f"cues {', '.join(map(str, numbers))}: {shown}", cues=numbers))
+    return out
+
+
+def validate_file(uri: str, role: Role, overrides: Mapping[str, float | int] | None = None, *,
+                  media_duration_s: float | None = None, workdir: Path | None = None) -> ValidationReport:
+    """Measure `uri` as `role` and check it against ``data_contracts/<role>.json``; every violation is listed.
+
+    Bad input never raises: an empty, missing, non-media or mislabelled file yields a ``fail`` report. Raises
+    `InputError` only for an unknown role or unknown/non-numeric override keys (a caller error).
+    `media_duration_s` (subtitles only) enables the ``subtitles.past_media_end`` rule.
+    """
+    suite = load_contract(role, overrides)
+    if workdir is None:
+        workdir = Path(tempfile.mkdtemp(prefix="lipline-validate-"))
+    probe = None
+    if role == "subtitles":
+        file_row, cue_rows = measure_subtitles(uri, workdir, media_duration_s)
+    else:
+        file_row, probe = measure_media(uri, role, workdir)
+        cue_rows = []
+    violations = _violations(suite, file_row, cue_rows)
+    return ValidationReport(file=str(uri), role=role, verdict=ValidationReport.verdict_of(violations),
+                            violations=violations, probe=probe)
+
+
+def validate_inputs(files: Mapping[str, str], overrides: Mapping[str, float | int] | None = None, *,
+                    workdir: Path | None = None) -> list[ValidationReport]:
+    """Validate every input of a job (`files`: role -> URI); media first, then subtitles against the media end."""
+    _check_overrides(overrides)
+    unknown = [r for r in files if r not in ROLES]
+    if unknown:
+        raise InputError(", ".join(unknown), "contracts.role", f"unknown role(s) {unknown}",
+                         "roles: " + ", ".join(ROLES))
+    if workdir is None:
+        workdir = Path(tempfile.mkdtemp(prefix="lipline-validate-"))
+    reports: dict[str, ValidationReport] = {}
+    for role in ("video", "audio", "intro", "outro"):
+        if files.get(role):
+            reports[role] = validate_file(files[role], role, overrides, workdir=workdir)
+    if files.get("subtitles"):
+        duration = None
+        for role in ("audio", "video"):
+            p = reports[role].probe if role in reports else None
+            if p is not None and p.duration_s > 0:
+                duration = p.duration_s
+                break
+        reports["subtitles"] = validate_file(files["subtitles"], "subtitles", overrides,
+                                             media_duration_s=duration, workdir=workdir)
+    return [reports[r] for r in ROLES if r in reports]
+
+
+def _make_task():
+    from prefect import task
+
+    @task(name="validate", retries=0)
+    def validate(files: dict[str, str], overrides: dict[str, float] | None = None,
+                 workdir: Path | None = None) -> list[ValidationReport]:
+        """Prefect task: `validate_inputs` (the flow decides what to do with a ``fail`` verdict)."""
+        return validate_inputs(files, overrides, workdir=workdir)
+
+    return validate
+
+
+validate = _make_task()
