@@ -6,15 +6,19 @@ The body reads as the business process; every stage is a task in `lipline.tasks`
 
 from __future__ import annotations
 
+import contextlib
+import json
 import shutil
 import tempfile
 import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 from prefect import flow, get_run_logger
+from prefect.artifacts import create_table_artifact
 from prefect.deployments import run_deployment
 from pydantic import BaseModel
 
@@ -23,13 +27,13 @@ from lipline.flows.lipsync import RESULTS_NAME, read_results
 from lipline.models.registry import get_spec
 from lipline.params import LocalizeParams
 from lipline.progress import JobProgress
-from lipline.records import EngineResult, Segment
+from lipline.records import EngineResult, PostParams, Segment, ValidationReport
 from lipline.provenance import lipline_version
 from lipline.settings import get_settings
 from lipline.store import Store
 from lipline.tasks import archive as archive_stage
 from lipline.tasks import lipsync, merge, normalize, post, segment, validate
-from lipline.uris import to_path
+from lipline.uris import is_local, sha256_file, to_path
 
 
 class LocalizeResult(BaseModel):
@@ -84,6 +88,30 @@ def localize(params: LocalizeParams) -> LocalizeResult:
         shutil.rmtree(job.workdir, ignore_errors=True)
 
 
+def publish_validation(reports: list[ValidationReport], path: Path) -> Path:
+    """`validation.json` for the store and a table artifact for the operator, one row per violation."""
+    path.write_text(json.dumps([r.model_dump(mode="json", exclude={"probe"}) for r in reports], indent=2,
+                               ensure_ascii=False))
+    rows = [{"file": r.file, "role": r.role, "verdict": r.verdict, "rule": v.rule, "severity": v.severity,
+             "observed": v.observed, "expected": v.expected, "hint": v.hint} for r in reports for v in r.violations]
+    rows += [{"file": r.file, "role": r.role, "verdict": r.verdict, "rule": "", "severity": "", "observed": "",
+              "expected": "", "hint": ""} for r in reports if not r.violations]
+    with contextlib.suppress(RuntimeError, ValueError):
+        create_table_artifact(rows, key="validation", description="Media quality contracts: every violation")
+    return path
+
+
+def input_provenance(inputs: dict[str, str | None], probes: dict) -> dict:
+    """Per input: URI, SHA-256 and what the probe measured."""
+    out = {}
+    for role, uri in inputs.items():
+        if uri:
+            digest = sha256_file(to_path(uri)) if is_local(uri) else None
+            probe = probes.get(role)
+            out[role] = {"uri": uri, "sha256": digest, "probe": probe.model_dump(mode="json") if probe else None}
+    return out
+
+
 def lipsync_stage(job: Job, segments: list[Segment]) -> list[EngineResult]:
     """In this process by default; on the GPU pool when LIPLINE_GPU_DEPLOYMENT names a deployment."""
     engine = job.params.engine
@@ -112,8 +140,9 @@ def run_stages(job: Job) -> LocalizeResult:
     with job.stage_of("validate"):
         inputs = {"video": p.video_uri, "audio": p.audio_uri, "subtitles": p.subtitles_uri,
                   "intro": p.intro_uri, "outro": p.outro_uri}
-        reports = validate.validate_inputs({r: u for r, u in inputs.items() if u}, overrides=p.contract_overrides)
-        validation_doc = validate.publish_validation(reports, job.workdir / "validation.json", key=job.job_id)
+        reports = validate.validate({r: u for r, u in inputs.items() if u}, p.contract_overrides,
+                                    workdir=job.workdir / "validate")
+        validation_doc = publish_validation(reports, job.workdir / "validation.json")
         job.store.put_file(validation_doc, f"{job.job_id}/validation.json")
         if any(r.verdict == "fail" for r in reports):
             raise ValidationFailed(reports)
@@ -127,12 +156,14 @@ def run_stages(job: Job) -> LocalizeResult:
 
     # 3. Segment at the dub's silences, with the audio/video length policy applied.
     with job.stage_of("segment"):
-        cut = segment.segment_task(video, audio, job.workdir / "segments", max_segment_s=p.max_segment_s,
-                                   audio_longer=p.audio_longer, video_longer=p.video_longer)
+        modes = segment.LengthModes(audio_longer=p.audio_longer, video_longer=p.video_longer)
+        plan = segment.plan_segments_task(audio.model_uri, video.frame_count, Fraction(video.fps_num, video.fps_den),
+                                          p.max_segment_s, modes)
+        segments = segment.cut_segments_task(plan, video.uri, audio.model_uri, job.workdir / "segments")
 
     # 4. Lip-sync every segment with the chosen engine (the GPU pool in a deployment).
     with job.stage_of("lipsync"):
-        results = lipsync_stage(job, cut.segments)
+        results = lipsync_stage(job, segments)
 
     # 5. Merge the segments frame-accurately (no re-encode).
     with job.stage_of("merge"):
@@ -140,11 +171,11 @@ def run_stages(job: Job) -> LocalizeResult:
 
     # 6. One final encode: subtitles, intro/outro, delivery audio.
     with job.stage_of("post"):
-        final = post.finalize_task(main_video, cut.delivery_audio_uri, job.workdir / "final",
-                                   post.PostParams(burn_subtitles=p.burn_subtitles, soft_subtitles=p.soft_subtitles,
-                                                   preset=p.x264_preset, crf=p.crf),
-                                   subtitles_uri=p.subtitles_uri, intro_uri=p.intro_uri, outro_uri=p.outro_uri,
-                                   progress=lambda f: job.progress.update("post", f))
+        final = post.post(main_video, audio.delivery_uri, job.workdir / "final",
+                          PostParams(burn_subtitles=p.burn_subtitles, soft_subtitles=p.soft_subtitles,
+                                     preset=p.x264_preset, crf=p.crf),
+                          subtitles_uri=p.subtitles_uri, intro_uri=p.intro_uri, outro_uri=p.outro_uri,
+                          progress=lambda f: job.progress.update("post", f))
 
     # 7. Archive: deliverable + sidecars + validation, manifest.json last.
     with job.stage_of("archive"):
@@ -158,14 +189,16 @@ def run_stages(job: Job) -> LocalizeResult:
                        "note": "passthrough is a dry run: original frames under the new audio, no lip-sync"
                        if engine and engine.dry_run else None,
                        "segments": [r.model_dump(mode="json") for r in results]},
-            "inputs": validate.input_provenance(inputs, probes),
+            "inputs": input_provenance(inputs, probes),
             "loudness": {"before": audio.before.model_dump(), "after": audio.after.model_dump(),
-                         "target_lufs": p.loudness_lufs},
-            "segments": [s.model_dump(mode="json") for s in cut.segments],
+                         "target_lufs": p.loudness_lufs, "method": audio.method},
+            "video": video.model_dump(mode="json"),
+            "length_mode": plan.length_mode, "audio_pad_s": plan.audio_pad_s,
+            "segments": [s.model_dump(mode="json") for s in segments],
             "timings_s": job.timings,
         }
-        files = {"final.mp4": final.video, "validation.json": validation_doc}
-        files.update({f"final{path.suffix}": path for path in final.sidecars})
+        files = {"final.mp4": Path(final.video_path), "validation.json": validation_doc}
+        files.update({Path(side).name: Path(side) for side in (final.srt_path, final.vtt_path) if side})
         stored = archive_stage.archive(job.store, job.job_id, files, manifest)
     return LocalizeResult(job_id=job.job_id, final_uri=stored["final.mp4"].uri, manifest_uri=stored["manifest.json"].uri,
                           engine=p.engine, dry_run=bool(engine and engine.dry_run))

@@ -129,6 +129,9 @@ class Store:
             with os.fdopen(fd, "wb") as out, open(local, "rb") as src:
                 while block := src.read(1 << 20):
                     out.write(block)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; deliverables get the usual permissions
             os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

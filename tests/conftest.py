@@ -14,6 +14,12 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
+import tempfile  # noqa: E402
+
+# One private Prefect home per test session: its own SQLite API database, nothing shared with the user's.
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="lipline-test-prefect-"))
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
 from tests import media_factory as mf  # noqa: E402
 
 
