@@ -1,0 +1,162 @@
+"""A real multi-process Lipline deployment on loopback, once per test session.
+
+`prefect server start` (own PREFECT_HOME, analytics off) -> work pools `cpu` and `gpu` (type process) ->
+`prefect deploy --all --prefect-file deployments/prefect.yaml` (the real file, from this checkout) -> one
+`prefect worker start` per pool, polling every second, with the store in SeaweedFS (`s3_server`).
+Teardown: SIGINT to the workers, then the server.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.s3server import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+PREFECT = str(Path(sys.executable).parent / "prefect")
+TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+def _stop(proc: subprocess.Popen, timeout: float) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+
+
+@dataclass
+class PrefectStack:
+    api: str
+    client: httpx.Client
+    logs: Path
+    store: str                      # LIPLINE_STORE of the workers: s3://<bucket>/jobs
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def deployment_id(self, flow_name: str, deployment_name: str) -> str:
+        r = self.client.get(f"/deployments/name/{flow_name}/{deployment_name}")
+        r.raise_for_status()
+        return r.json()["id"]
+
+    def create_run(self, flow_name: str, deployment_name: str, parameters: dict) -> str:
+        r = self.client.post(f"/deployments/{self.deployment_id(flow_name, deployment_name)}/create_flow_run",
+                             json={"parameters": parameters})
+        r.raise_for_status()
+        return r.json()["id"]
+
+    def flow_run(self, run_id: str) -> dict:
+        r = self.client.get(f"/flow_runs/{run_id}")
+        r.raise_for_status()
+        return r.json()
+
+    def wait(self, run_id: str, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            run = self.flow_run(run_id)
+            if run["state_type"] in TERMINAL:
+                return run
+            if time.monotonic() > deadline:
+                pytest.fail(f"flow run {run_id} still {run['state_type']} after {timeout:.0f}s\n{self.tails()}")
+            for name, proc in self.processes.items():
+                if proc.poll() is not None:
+                    pytest.fail(f"{name} exited with {proc.returncode}\n{self.tails()}")
+            time.sleep(0.5)
+
+    def flow_runs_of(self, flow_name: str, deployment_name: str) -> list[dict]:
+        r = self.client.post("/flow_runs/filter", json={
+            "deployments": {"id": {"any_": [self.deployment_id(flow_name, deployment_name)]}}})
+        r.raise_for_status()
+        return r.json()
+
+    def logs_of(self, run_id: str) -> str:
+        r = self.client.post("/logs/filter", json={"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200})
+        return "\n".join(entry["message"] for entry in r.json()) if r.is_success else r.text
+
+    def tails(self, chars: int = 3000) -> str:
+        return "\n".join(f"--- {p.name} ---\n{p.read_text(errors='replace')[-chars:]}" for p in sorted(self.logs.glob("*.log")))
+
+
+def _wait_healthy(api: str, server: subprocess.Popen, log: Path, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"prefect server exited with {server.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{api}/health", timeout=2).is_success:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"prefect server not healthy after {timeout}s:\n{log.read_text()[-3000:]}")
+
+
+def _create_pools(client: httpx.Client) -> None:
+    from prefect.workers.process import ProcessWorker
+
+    template = ProcessWorker.get_default_base_job_template()
+    for name in ("cpu", "gpu"):
+        r = client.post("/work_pools/", json={"name": name, "type": "process", "base_job_template": template})
+        if r.status_code != 409:  # 409: already there
+            r.raise_for_status()
+
+
+@pytest.fixture(scope="session")
+def prefect_stack(s3_server, tmp_path_factory) -> PrefectStack:
+    base = tmp_path_factory.mktemp("prefect-stack")
+    logs = base / "logs"
+    logs.mkdir()
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    store = f"s3://{s3_server.bucket}/jobs"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "LIPLINE_"))}
+    env.update({
+        "PREFECT_HOME": str(base / "prefect-home"), "PREFECT_API_URL": api,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1", "GX_ANALYTICS_ENABLED": "false",
+        "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PREFECT_LOGGING_LEVEL": "INFO",
+        "LIPLINE_STORE": store, **s3_server.env(),
+    })
+    processes: dict[str, subprocess.Popen] = {}
+
+    def spawn(name: str, args: list[str], extra: dict[str, str] | None = None) -> subprocess.Popen:
+        out = open(logs / f"{name}.log", "wb")
+        processes[name] = subprocess.Popen([PREFECT, *args], env={**env, **(extra or {})}, cwd=base, stdout=out,
+                                           stderr=subprocess.STDOUT, start_new_session=True)
+        return processes[name]
+
+    client = httpx.Client(base_url=api, timeout=30)
+    stack = PrefectStack(api, client, logs, store, processes)
+    try:
+        server = spawn("server", ["server", "start", "--host", "127.0.0.1", "--port", str(port)])
+        _wait_healthy(api, server, logs / "server.log")
+        _create_pools(client)
+        # Deploy the real prefect.yaml from the checkout; LIPLINE_CHECKOUT is absent from this env so the
+        # pull step keeps `{{ $LIPLINE_CHECKOUT }}` for the workers to resolve.
+        deploy = subprocess.run([PREFECT, "--no-prompt", "deploy", "--all", "--prefect-file", "deployments/prefect.yaml"],
+                                env=env, cwd=ROOT, capture_output=True, text=True, timeout=180)
+        (logs / "deploy.log").write_text(deploy.stdout + deploy.stderr)
+        if deploy.returncode:
+            raise RuntimeError(f"prefect deploy failed:\n{(deploy.stdout + deploy.stderr)[-4000:]}")
+        worker_env = {"LIPLINE_CHECKOUT": str(ROOT), "LIPLINE_GPU_DEPLOYMENT": "lipsync-segments/gpu",
+                      "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "1"}
+        spawn("worker-cpu", ["worker", "start", "--pool", "cpu", "--name", "it-cpu"], worker_env)
+        spawn("worker-gpu", ["worker", "start", "--pool", "gpu", "--name", "it-gpu", "--limit", "1"], worker_env)
+        yield stack
+    finally:
+        client.close()
+        for name in ("worker-cpu", "worker-gpu"):  # workers first, with SIGINT; then the server
+            if name in processes:
+                _stop(processes[name], timeout=20)
+        if "server" in processes:
+            _stop(processes["server"], timeout=20)
