@@ -22,7 +22,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.deployments import run_deployment
 from pydantic import BaseModel
 
-from lipline.errors import EngineError, ValidationFailed
+from lipline.errors import EngineError, JobExists, ValidationFailed
 from lipline.flows.lipsync import RESULTS_NAME, read_results
 from lipline.models.registry import get_spec
 from lipline.params import LocalizeParams
@@ -70,6 +70,11 @@ def open_job(params: LocalizeParams) -> Job:
     job_id = params.job_id or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8]
     store = Store(params.store or settings.store, s3_endpoint_url=settings.s3_endpoint_url)
     store.check_writable(job_id)
+    if store.exists(f"{job_id}/manifest.json"):
+        if not params.replace:
+            raise JobExists(f"job {job_id} is already complete at {store.uri(job_id)}/; choose another job id "
+                            "or replace it (--replace / params.replace)")
+        store.delete(f"{job_id}/manifest.json")  # the completion marker goes first
     workdir = Path(tempfile.mkdtemp(prefix=f"lipline-{job_id}-", dir=settings.work_dir))
     return Job(params, job_id, store, workdir, JobProgress(job_id))
 

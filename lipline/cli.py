@@ -22,8 +22,8 @@ for _key, _value in (("DO_NOT_TRACK", "1"), ("PREFECT_SERVER_ANALYTICS_ENABLED",
 
 app = typer.Typer(help="Lipline: lip-synced, loudness-normalized, subtitled deliverables.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 ROLES = ("video", "audio", "subtitles", "intro", "outro")
 
@@ -88,16 +88,25 @@ def run(
     length_mode: Optional[str] = typer.Option(None, help="Audio longer: pingpong|loop|freeze|fail; video longer: trim|pad-silence"),
     max_segment_s: float = typer.Option(20.0, help="Longest segment in seconds (at most 30)"),
     override: list[str] = typer.Option([], "--set", help="Override a contract threshold: RULE=NUMBER (repeatable)"),
+    replace: bool = typer.Option(False, "--replace", help="Replace an already completed job with the same --job-id"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar"),
 ) -> None:
     """Run the `localize` flow in-process (Prefect's embedded API) and print the deliverable's URI."""
+    from pydantic import ValidationError
+
     from lipline.params import LocalizeParams, parse_length_mode
 
-    params = LocalizeParams(
-        video_uri=_absolute(video), audio_uri=_absolute(audio), subtitles_uri=_absolute(subtitles),
-        intro_uri=_absolute(intro), outro_uri=_absolute(outro), engine=engine, job_id=job_id,
-        store=store, loudness_lufs=loudness, max_segment_s=max_segment_s,
-        contract_overrides=_parse_overrides(override), **parse_length_mode(length_mode))
+    try:
+        params = LocalizeParams(
+            video_uri=_absolute(video), audio_uri=_absolute(audio), subtitles_uri=_absolute(subtitles),
+            intro_uri=_absolute(intro), outro_uri=_absolute(outro), engine=engine, job_id=job_id, replace=replace,
+            store=store, loudness_lufs=loudness, max_segment_s=max_segment_s,
+            contract_overrides=_parse_overrides(override), **parse_length_mode(length_mode))
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise typer.BadParameter(problems) from None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
     from lipline.runner import run_localize
 
     result = run_localize(params, show_progress=not quiet, console=err)

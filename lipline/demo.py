@@ -29,7 +29,7 @@ def main() -> int:
     from lipline.cli import main as cli_main
 
     sys.argv = ["lipline", "run", str(media["video"]), str(media["audio"]), "--subtitles", str(media["subtitles"]),
-                "--intro", str(media["intro"]), "--outro", str(media["outro"]), "--job-id", "demo"]
+                "--intro", str(media["intro"]), "--outro", str(media["outro"]), "--job-id", "demo", "--replace"]
     cli_main()
     return 0
 

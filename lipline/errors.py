@@ -30,9 +30,13 @@ class ValidationFailed(LiplineError):
 
     def __init__(self, reports: list) -> None:  # list[ValidationReport]
         self.reports = reports
-        failed = [r for r in reports if r.verdict == "fail"]
-        lines = [f"{r.file} ({r.role}): " + "; ".join(v.rule for v in r.violations if v.severity == "fail") for r in failed]
-        super().__init__("validation failed: " + " | ".join(lines))
+        lines = [f"  {r.file} ({r.role}) {v.rule}: observed {v.observed}; expected {v.expected}. {v.hint}"
+                 for r in reports if r.verdict == "fail" for v in r.violations if v.severity == "fail"]
+        super().__init__("validation failed, nothing was processed:\n" + "\n".join(lines))
+
+
+class JobExists(LiplineError):
+    """A job id that already has a complete deliverable was given again without asking to replace it."""
 
 
 class EngineError(LiplineError):

@@ -40,6 +40,7 @@ class LocalizeParams(BaseModel):
     outro_uri: Optional[str] = Field(None, description="Outro bumper video, conformed to the main clip")
     store: Optional[str] = Field(None, description="Store root (folder or fsspec URI); default from LIPLINE_STORE or ./lipline-store")
     job_id: Optional[str] = Field(None, description="Job id: letters, digits, '.', '_' or '-'; generated when empty")
+    replace: bool = Field(False, description="Replace the deliverable of an already completed job with the same id")
     engine: str = Field("passthrough", description="Lip-sync engine; 'passthrough' is a dry run (no lip-sync)")
     loudness_lufs: float = Field(-16.0, ge=-40.0, le=-5.0, description="Delivery loudness target (EBU R128 integrated, LUFS)")
     true_peak_db: float = Field(-1.0, ge=-9.0, le=0.0, description="True-peak ceiling in dBTP")

@@ -3,13 +3,45 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from lipline.errors import LiplineError
 from lipline.params import LocalizeParams
 from lipline.progress import listening
+
+
+class _HideUserErrors(logging.Filter):
+    """Prefect logs a failed flow run with its traceback; for errors a user caused, the CLI's one-line message
+    says it all (the flow run's log in the Prefect API still has the full record)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None and record.args:
+            exc = next((a for a in record.args if isinstance(a, BaseException)), None)
+        if isinstance(exc, LiplineError):
+            return False
+        return not ("Finished in state Failed" in record.getMessage() and "LiplineError" not in record.getMessage()
+                    and _last_error_was_user_error())
+
+
+_LAST: list[BaseException] = []
+
+
+def _last_error_was_user_error() -> bool:
+    return bool(_LAST) and isinstance(_LAST[-1], LiplineError)
+
+
+def quiet_expected_failures() -> None:
+    """Attach the filter to Prefect's console handlers (never to the API handler)."""
+    for name in ("prefect", ""):
+        for handler in logging.getLogger(name).handlers:
+            if type(handler).__name__ == "PrefectConsoleHandler" and not any(
+                    isinstance(f, _HideUserErrors) for f in handler.filters):
+                handler.addFilter(_HideUserErrors())
 
 
 def run_localize(params: LocalizeParams, *, show_progress: bool = True, console: Console | None = None):
@@ -17,6 +49,7 @@ def run_localize(params: LocalizeParams, *, show_progress: bool = True, console:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     from lipline.flows.localize import localize
 
+    quiet_expected_failures()
     if not show_progress:
         return localize(params)
     progress = Progress(TextColumn("[bold]{task.description:<10}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),

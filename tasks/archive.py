@@ -59,6 +59,7 @@ def failure_status(job_id: str, exc: BaseException, stage: str | None) -> dict:
 
 def record_failure(store: Store, job_id: str, exc: BaseException, stage: str | None) -> None:
     """Best effort: remove any deliverable and leave `status.json` (the store itself may be what failed)."""
+    store.delete(f"{job_id}/manifest.json")
     store.delete(f"{job_id}/{DELIVERABLE}")
     try:
         store.put_json(failure_status(job_id, exc, stage), f"{job_id}/status.json")

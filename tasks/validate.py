@@ -117,13 +117,11 @@ def _gx():
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    gx_logger = logging.getLogger("great_expectations")
-    level = gx_logger.level
-    gx_logger.setLevel(logging.WARNING)  # the ephemeral docs-site INFO line is noise on every CLI call
-    try:
-        context = gx.get_context(mode="ephemeral")
-    finally:
-        gx_logger.setLevel(level)
+    # The ephemeral docs-site INFO line is noise on every CLI call and in every flow run log.
+    # (that module pins its own logger to INFO, so the parent's level is not enough).
+    for name in ("great_expectations", "great_expectations.data_context.types.base"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    context = gx.get_context(mode="ephemeral")
     try:
         context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
     except Exception:  # noqa: BLE001 - cosmetic only
