@@ -33,7 +33,7 @@ from lipline.settings import get_settings
 from lipline.store import Store
 from lipline.tasks import archive as archive_stage
 from lipline.tasks import lipsync, merge, normalize, post, segment, validate
-from lipline.uris import is_local, sha256_file, to_path
+from lipline.uris import local_path, sha256_file, to_path
 
 
 class LocalizeResult(BaseModel):
@@ -106,12 +106,12 @@ def publish_validation(reports: list[ValidationReport], path: Path) -> Path:
     return path
 
 
-def input_provenance(inputs: dict[str, str | None], probes: dict) -> dict:
-    """Per input: URI, SHA-256 and what the probe measured."""
+def input_provenance(inputs: dict[str, str | None], probes: dict, workdir: Path) -> dict:
+    """Per input: URI, SHA-256 (of the local copy validation already fetched, for remote inputs) and the probe."""
     out = {}
     for role, uri in inputs.items():
         if uri:
-            digest = sha256_file(to_path(uri)) if is_local(uri) else None
+            digest = sha256_file(local_path(uri, workdir))
             probe = probes.get(role)
             out[role] = {"uri": uri, "sha256": digest, "probe": probe.model_dump(mode="json") if probe else None}
     return out
@@ -194,7 +194,7 @@ def run_stages(job: Job) -> LocalizeResult:
                        "note": "passthrough is a dry run: original frames under the new audio, no lip-sync"
                        if engine and engine.dry_run else None,
                        "segments": [r.model_dump(mode="json") for r in results]},
-            "inputs": input_provenance(inputs, probes),
+            "inputs": input_provenance(inputs, probes, job.workdir / "validate"),
             "loudness": {"before": audio.before.model_dump(), "after": audio.after.model_dump(),
                          "target_lufs": p.loudness_lufs, "method": audio.method},
             "video": video.model_dump(mode="json"),
@@ -205,5 +205,6 @@ def run_stages(job: Job) -> LocalizeResult:
         files = {"final.mp4": Path(final.video_path), "validation.json": validation_doc}
         files.update({Path(side).name: Path(side) for side in (final.srt_path, final.vtt_path) if side})
         stored = archive_stage.archive(job.store, job.job_id, files, manifest)
+        job.store.delete_prefix(f"{job.job_id}/work")  # segments handed to the GPU pool, if any
     return LocalizeResult(job_id=job.job_id, final_uri=stored["final.mp4"].uri, manifest_uri=stored["manifest.json"].uri,
                           engine=p.engine, dry_run=bool(engine and engine.dry_run))

@@ -74,8 +74,12 @@ class ValidationReport(Record):
         return "warn" if violations else "pass"
 
     def cli_dict(self) -> dict:
-        """The `lipline validate --json` shape: file, role, verdict, violations."""
-        return self.model_dump(include={"file", "role", "verdict", "violations"})
+        """The `lipline validate --json` shape: file, role, verdict, violations (`cues` only where it applies)."""
+        out = self.model_dump(include={"file", "role", "verdict", "violations"})
+        for violation in out["violations"]:
+            if violation.get("cues") is None:
+                violation.pop("cues", None)
+        return out
 
 
 class LoudnessMeasure(Record):

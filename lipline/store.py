@@ -113,6 +113,14 @@ class Store:
         except (OSError, PermissionError):
             pass  # best effort: callers only delete to avoid leaving partial deliverables
 
+    def delete_prefix(self, prefix: str) -> None:
+        """Remove everything under `prefix` (a job's intermediates); missing is fine."""
+        try:
+            if self.fs.exists(self._path(prefix)):
+                self.fs.rm(self._path(prefix), recursive=True)
+        except (OSError, PermissionError):
+            pass  # intermediates only; a lifecycle rule on `<job>/work/` catches what is left
+
     def _put_bytes(self, data: bytes, key: str) -> None:
         target = self._path(key)
         if self.local:
