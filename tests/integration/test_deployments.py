@@ -65,7 +65,9 @@ def test_localize_runs_lipsync_on_the_gpu_pool_and_archives_to_s3(prefect_stack,
 
     job = f"{prefect_stack.store.removeprefix('s3://')}/{job_id}"
     assert s3.exists(f"{job}/final.mp4")
-    assert not s3.exists(f"{job}/work"), "intermediates handed to the GPU pool must be removed after archiving"
+    s3.invalidate_cache()
+    leftovers = [k for k in s3.find(f"{job}/work") if not k.endswith("/work")]
+    assert not leftovers, f"intermediates handed to the GPU pool must be removed after archiving: {leftovers}"
     assert not s3.exists(f"{job}/status.json")
     manifest = json.loads(s3.cat_file(f"{job}/manifest.json"))
     assert manifest["job_id"] == job_id
