@@ -39,18 +39,22 @@ def git_commit() -> str:
     return proc.stdout.strip() or "unknown"
 
 
+CAMERA_NOISE = "noise=alls=6:allf=t"  # temporal sensor noise: encodes like camera footage, not like a still
+
+
 def talking_inputs(folder: Path, duration_s: float, width: int = 1920, height: int = 1080, fps: float = 30,
-                   bumpers: bool = True) -> dict[str, Path]:
+                   bumpers: bool = True, camera_noise: bool = True) -> dict[str, Path]:
     """A talking clip with its own audio, a dub of the same length, subtitles and (optionally) bumpers."""
     folder.mkdir(parents=True, exist_ok=True)
-    tag = f"{int(duration_s)}s-{height}p{int(fps)}"
+    tag = f"{int(duration_s)}s-{height}p{int(fps)}" + ("-noisy" if camera_noise else "")
     face = folder / "face.png"
     if not face.exists():
         samples.face_png(face)
     video = folder / f"talk-{tag}.mp4"
     if not video.exists():
         original = samples.write_audio(folder / f"orig-{tag}.wav", samples.speech_like(duration_s, seed=3))
-        samples.talking_video(video, face, duration_s, width, height, fps, audio=original)
+        samples.talking_video(video, face, duration_s, width, height, fps, audio=original,
+                              extra_vf=CAMERA_NOISE if camera_noise else "")
     dub = folder / f"dub-{tag}.wav"
     if not dub.exists():
         samples.write_audio(dub, samples.speech_like(duration_s, seed=5))

@@ -36,7 +36,7 @@ def main() -> None:
     args = ap.parse_args()
     rows = []
     for minutes in [float(m) for m in args.minutes.split(",")]:
-        media = talking_inputs(args.work, minutes * 60, bumpers=False)
+        media = talking_inputs(args.work, minutes * 60, bumpers=False, camera_noise=False)
         started = time.perf_counter()
         peak = peak_rss_mb([sys.executable, "-m", "lipline.cli", "run", str(media["video"]), str(media["audio"]),
                             "--store", str(args.work / "store"), "--quiet", "--job-id", f"mem-{int(minutes)}m-{int(time.time())}"])

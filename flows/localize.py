@@ -24,7 +24,7 @@ from pydantic import BaseModel
 
 from lipline.errors import EngineError, JobExists, ValidationFailed
 from lipline.flows.lipsync import RESULTS_NAME, read_results
-from lipline.models.registry import get_spec
+from lipline.models.registry import get_engine, get_spec
 from lipline.params import LocalizeParams
 from lipline.progress import JobProgress
 from lipline.records import EngineResult, PostParams, Segment, ValidationReport
@@ -69,6 +69,7 @@ def open_job(params: LocalizeParams) -> Job:
     settings = get_settings()
     job_id = params.job_id or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8]
     store = Store(params.store or settings.store, s3_endpoint_url=settings.s3_endpoint_url)
+    get_spec(params.engine, kind="video")  # an unknown or face-only engine is refused before any work
     store.check_writable(job_id)
     if store.exists(f"{job_id}/manifest.json"):
         if not params.replace:
@@ -124,7 +125,6 @@ def lipsync_stage(job: Job, segments: list[Segment]) -> list[EngineResult]:
     if not deployment:
         return lipsync.lipsync_segments(segments, engine, job.workdir / "synced",
                                         on_progress=lambda f: job.progress.update("lipsync", f))
-    get_spec(engine, kind="video")  # refuse a bad engine name before shipping work to the GPU pool
     shared = [s.model_copy(update={
         "video_uri": job.store.put_file(to_path(s.video_uri), f"{job.job_id}/work/segments/{Path(s.video_uri).name}").uri,
         "audio_uri": job.store.put_file(to_path(s.audio_uri), f"{job.job_id}/work/segments/{Path(s.audio_uri).name}").uri,
@@ -136,6 +136,15 @@ def lipsync_stage(job: Job, segments: list[Segment]) -> list[EngineResult]:
         raise EngineError(f"GPU flow run {run.name} ({deployment}) ended {run.state.name if run.state else 'unknown'}: "
                           f"{run.state.message if run.state else ''}")
     return read_results(job.store.uri(f"{job.job_id}/work/synced/{RESULTS_NAME}"), job.workdir)
+
+
+def untouched_results(engine_name: str, plan, video_uri: str) -> list[EngineResult]:
+    """What a frame-preserving engine (passthrough) yields on a forward plan: each planned segment's frames of the
+    normalized video, untouched — recorded per segment, with no file written."""
+    engine = get_engine(engine_name, kind="video")
+    return [EngineResult(segment_index=s.index, uri=f"{video_uri}#frames={s.start_frame}-{s.end_frame}",
+                         engine=engine.name, engine_version=engine.version, dry_run=engine.dry_run, seconds=0.0)
+            for s in plan.segments]
 
 
 def run_stages(job: Job) -> LocalizeResult:
@@ -152,35 +161,41 @@ def run_stages(job: Job) -> LocalizeResult:
         if any(r.verdict == "fail" for r in reports):
             raise ValidationFailed(reports)
         probes = {r.role: r.probe for r in reports}
+        # Remote inputs were fetched once for validation; later stages read those copies.
+        local = {role: str(local_path(uri, job.workdir / "validate")) if uri else None for role, uri in inputs.items()}
 
     # 2. Normalize: delivery audio (EBU R128), model audio (16 kHz mono), conformed video.
     with job.stage_of("normalize"):
-        audio = normalize.normalize_audio_task(p.audio_uri, job.workdir / "audio", target_lufs=p.loudness_lufs,
+        audio = normalize.normalize_audio_task(local["audio"], job.workdir / "audio", target_lufs=p.loudness_lufs,
                                                true_peak_db=p.true_peak_db)
-        video = normalize.normalize_video_task(p.video_uri, job.workdir / "video", probe=probes.get("video"))
+        video = normalize.normalize_video_task(local["video"], job.workdir / "video", probe=probes.get("video"))
 
     # 3. Segment at the dub's silences, with the audio/video length policy applied.
+    spec = get_spec(p.engine, kind="video")
     with job.stage_of("segment"):
         modes = segment.LengthModes(audio_longer=p.audio_longer, video_longer=p.video_longer)
         plan = segment.plan_segments_task(audio.model_uri, video.frame_count, Fraction(video.fps_num, video.fps_den),
                                           p.max_segment_s, modes)
-        segments = segment.cut_segments_task(plan, video.uri, audio.model_uri, job.workdir / "segments")
+        # Segment files exist for engines that make new frames, or where the plan itself synthesizes frames
+        # (ping-pong, loop, freeze); otherwise the normalized video is the main picture as it is.
+        cut_files = spec.alters_frames or not plan.is_forward
+        segments = segment.cut_segments_task(plan, video.uri, audio.model_uri, job.workdir / "segments") if cut_files else []
 
     # 4. Lip-sync every segment with the chosen engine (the GPU pool in a deployment).
     with job.stage_of("lipsync"):
-        results = lipsync_stage(job, segments)
+        results = lipsync_stage(job, segments) if cut_files else untouched_results(p.engine, plan, video.uri)
 
     # 5. Merge the segments frame-accurately (no re-encode).
     with job.stage_of("merge"):
-        main_video = merge.merge([r.uri for r in results], job.workdir / "main.mp4")
+        main_video = merge.merge([r.uri for r in results], job.workdir / "main.mp4") if cut_files else video.uri
 
     # 6. One final encode: subtitles, intro/outro, delivery audio.
     with job.stage_of("post"):
         final = post.post(main_video, audio.delivery_uri, job.workdir / "final",
                           PostParams(burn_subtitles=p.burn_subtitles, soft_subtitles=p.soft_subtitles,
                                      preset=p.x264_preset, crf=p.crf),
-                          subtitles_uri=p.subtitles_uri, intro_uri=p.intro_uri, outro_uri=p.outro_uri,
-                          progress=lambda f: job.progress.update("post", f))
+                          subtitles_uri=local["subtitles"], intro_uri=local["intro"], outro_uri=local["outro"],
+                          progress=lambda f: job.progress.update("post", f), main_frame_limit=plan.total_frames)
 
     # 7. Archive: deliverable + sidecars + validation, manifest.json last.
     with job.stage_of("archive"):
@@ -191,7 +206,7 @@ def run_stages(job: Job) -> LocalizeResult:
             "params": p.model_dump(mode="json"),
             "engine": {"name": p.engine, "version": engine.engine_version if engine else None,
                        "dry_run": engine.dry_run if engine else None,
-                       "note": "passthrough is a dry run: original frames under the new audio, no lip-sync"
+                       "note": "dry run: this engine does not lip-sync (original frames under the new audio)"
                        if engine and engine.dry_run else None,
                        "segments": [r.model_dump(mode="json") for r in results]},
             "inputs": input_provenance(inputs, probes, job.workdir / "validate"),
@@ -199,7 +214,8 @@ def run_stages(job: Job) -> LocalizeResult:
                          "target_lufs": p.loudness_lufs, "method": audio.method},
             "video": video.model_dump(mode="json"),
             "length_mode": plan.length_mode, "audio_pad_s": plan.audio_pad_s,
-            "segments": [s.model_dump(mode="json") for s in segments],
+            "segments": [s.model_dump(mode="json") for s in segments] if cut_files
+            else [s.model_dump(mode="json", exclude={"runs"}) for s in plan.segments],
             "timings_s": job.timings,
         }
         files = {"final.mp4": Path(final.video_path), "validation.json": validation_doc}

@@ -87,6 +87,8 @@ def run(
     loudness: float = typer.Option(-16.0, help="Delivery loudness target in LUFS (-23 broadcast, -14 streaming)"),
     length_mode: Optional[str] = typer.Option(None, help="Audio longer: pingpong|loop|freeze|fail; video longer: trim|pad-silence"),
     max_segment_s: float = typer.Option(20.0, help="Longest segment in seconds (at most 30)"),
+    preset: str = typer.Option("veryfast", help="libx264 preset of the one final encode"),
+    crf: int = typer.Option(20, help="libx264 CRF of the final encode (lower = better quality, larger file)"),
     override: list[str] = typer.Option([], "--set", help="Override a contract threshold: RULE=NUMBER (repeatable)"),
     replace: bool = typer.Option(False, "--replace", help="Replace an already completed job with the same --job-id"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar"),
@@ -100,7 +102,7 @@ def run(
         params = LocalizeParams(
             video_uri=_absolute(video), audio_uri=_absolute(audio), subtitles_uri=_absolute(subtitles),
             intro_uri=_absolute(intro), outro_uri=_absolute(outro), engine=engine, job_id=job_id, replace=replace,
-            store=store, loudness_lufs=loudness, max_segment_s=max_segment_s,
+            store=store, loudness_lufs=loudness, max_segment_s=max_segment_s, x264_preset=preset, crf=crf,
             contract_overrides=_parse_overrides(override), **parse_length_mode(length_mode))
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())

@@ -59,7 +59,8 @@ def write_audio(path: Path, samples: np.ndarray, sr: int = 44100) -> Path:
 
 def talking_video(path: Path, face: Path, duration_s: float, width: int = 640, height: int = 360, fps: float = 25,
                   audio: Path | None = None, extra_vf: str = "", extra: tuple[str, ...] = ()) -> Path:
-    """The face, slightly moving, with a 'mouth' box that opens and closes; H.264 yuv420p (+ AAC if audio)."""
+    """The still face with a 'mouth' box that opens and closes; H.264 yuv420p (+ AAC if audio).
+    `extra_vf` appends filters (e.g. ``noise=alls=6:allf=t`` for camera-like sensor noise)."""
     vf = (f"scale={width}:{height}:force_original_aspect_ratio=decrease,pad={width}:{height}:(ow-iw)/2:(oh-ih)/2,"
           f"drawbox=x=iw/2-20:y=ih*0.55:w=40:h='6+6*sin(t*25)':color=black@0.8:t=fill,fps={fps}")
     if extra_vf:

@@ -28,6 +28,7 @@ class EngineSpec:
     kind: EngineKind
     target: str  # "module:Class"
     summary: str
+    alters_frames: bool = True  # False: the engine's output frames are its input frames (no segment files needed)
 
 
 _SPECS: dict[str, EngineSpec] = {}
@@ -69,6 +70,7 @@ def get_engine(name: str, kind: EngineKind | None = None, **options: Any) -> Any
 
 
 register_engine(EngineSpec("passthrough", "video", "lipline.models.passthrough:PassthroughEngine",
-                           "dry run for pipeline QA: original frames under the new audio (no lip-sync)"))
+                           "dry run for pipeline QA: original frames under the new audio (no lip-sync)",
+                           alters_frames=False))
 register_engine(EngineSpec("latentsync", "face", "lipline.models.latentsync.engine:LatentSyncEngine",
                            "LatentSync 1.5 (256 px) / 1.6 (512 px) audio-conditioned latent diffusion"))

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import codecs
 import copy
+import dataclasses
 import os
 import subprocess
 import tempfile
@@ -220,12 +221,13 @@ def run_ffmpeg_with_progress(args: list[str | os.PathLike], *, what: str, expect
 
 def finalize(main_video_uri: str, delivery_audio_uri: str, out_dir: Path, params: PostParams,
              subtitles_uri: str | None = None, intro_uri: str | None = None, outro_uri: str | None = None,
-             *, progress: ProgressFn | None = None) -> FinalOutputs:
+             *, progress: ProgressFn | None = None, main_frame_limit: int | None = None) -> FinalOutputs:
     """Write `out_dir/final.mp4` (+ `final.srt`, `final.vtt` when there are subtitles and soft subtitles are on).
 
     `main_video_uri`: the merged lip-synced video at the source frame rate (its audio, if any, is ignored).
     `delivery_audio_uri`: the loudness-normalized 48 kHz stereo track; padded with silence / trimmed to the main
-    video's length. Intro and outro are conformed to the main clip; a bumper without audio gets silence.
+    video's length. `main_frame_limit` uses only the first N frames of the main video (the plan's timeline when
+    the main video is the untouched normalized source). Intro and outro are conformed to the main clip; a bumper without audio gets silence.
     """
     out_dir = Path(out_dir).absolute()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -239,6 +241,8 @@ def finalize(main_video_uri: str, delivery_audio_uri: str, out_dir: Path, params
         main = video_stream_stats(main_path)
         if not main.fps or main.frames == 0:
             raise MediaToolError(f"{main_video_uri}: no usable video frames / frame rate")
+        if main_frame_limit is not None and main_frame_limit < main.frames:
+            main = dataclasses.replace(main, frames=main_frame_limit)
         rate, width, height = main.fps, main.width, main.height
 
         inputs: list[str | os.PathLike] = ["-i", main_path, "-i", audio_path]
@@ -337,9 +341,9 @@ def _prefect_progress() -> ProgressFn | None:
       description="One final encode: subtitles, intro/outro, delivery audio, sidecars")
 def post(main_video_uri: str, delivery_audio_uri: str, out_dir: Path, params: PostParams,
          subtitles_uri: str | None = None, intro_uri: str | None = None, outro_uri: str | None = None,
-         progress: ProgressFn | None = None) -> FinalOutputs:
+         progress: ProgressFn | None = None, main_frame_limit: int | None = None) -> FinalOutputs:
     return finalize(main_video_uri, delivery_audio_uri, out_dir, params, subtitles_uri, intro_uri, outro_uri,
-                    progress=progress or _prefect_progress())
+                    progress=progress or _prefect_progress(), main_frame_limit=main_frame_limit)
 
 
 __all__ = ["FinalOutputs", "PostParams", "decode_subtitle_bytes", "finalize", "load_subtitles", "post",

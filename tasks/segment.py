@@ -153,6 +153,12 @@ class SegmentPlan(Record):
         return (len(self.segments) == 1 and self.total_frames == self.source_frames and len(self.runs) == 1
                 and self.runs[0].step == 1 and self.runs[0].src_start == 0)
 
+    @property
+    def is_forward(self) -> bool:
+        """The timeline shows source frames 0, 1, 2, ... once each (identity, trim or pad-silence): no frame is
+        synthesized, so an engine that leaves frames alone needs no segment files."""
+        return len(self.runs) == 1 and self.runs[0].step == 1 and self.runs[0].src_start == 0
+
     def source_frame(self, out_index: int) -> int:
         for run in self.runs:
             if run.out_start <= out_index < run.out_end:

@@ -141,3 +141,20 @@ def test_validate_json_and_exit_status(media, tmp_path):
     assert ok.returncode == 0 and json.loads(ok.stdout)["verdict"] in ("pass", "warn")
     wrong = lipline("validate", str(media.dub), "--role", "video")
     assert wrong.returncode == 1 and "video.has_video_stream" in wrong.stdout and "Traceback" not in wrong.stderr
+
+
+def test_passthrough_on_a_forward_plan_writes_no_segment_files(media, tmp_path):
+    """Dub shorter than the video (trim): the passthrough picture is the normalized video itself, cut to the dub."""
+    from lipline import samples
+
+    short_dub = samples.write_audio(tmp_path / "short dub.wav", samples.speech_like(9.0, seed=11))
+    store = tmp_path / "store"
+    proc = lipline("run", str(media.video), str(short_dub), "--store", str(store), "--job-id", "fwd", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((store / "fwd" / "manifest.json").read_text())
+    assert manifest["length_mode"] == "trim"
+    assert all("#frames=" in s["uri"] and s["seconds"] == 0.0 for s in manifest["engine"]["segments"])
+    assert all("video_uri" not in s for s in manifest["segments"])
+    final = probe_media(str(store / "fwd" / "final.mp4"))
+    assert final.video.frame_count == 225  # 9.0 s at 25 fps: the video's extra 3 s are trimmed
+    assert abs(final.audio.duration_s - 9.0) < 0.05
