@@ -158,3 +158,17 @@ def test_passthrough_on_a_forward_plan_writes_no_segment_files(media, tmp_path):
     final = probe_media(str(store / "fwd" / "final.mp4"))
     assert final.video.frame_count == 225  # 9.0 s at 25 fps: the video's extra 3 s are trimmed
     assert abs(final.audio.duration_s - 9.0) < 0.05
+
+
+def test_two_runs_at_once_do_not_collide(media, tmp_path):
+    store = tmp_path / "store"
+    cmds = [[sys.executable, "-m", "lipline.cli", "run", str(media.video), str(media.dub), "--subtitles",
+             str(media.subtitles), "--store", str(store), "--job-id", job, "--quiet"] for job in ("twin-a", "twin-b")]
+    procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in cmds]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for proc, (stdout, stderr) in zip(procs, outs):
+        assert proc.returncode == 0, stderr
+    for job in ("twin-a", "twin-b"):
+        manifest = json.loads((store / job / "manifest.json").read_text())
+        assert manifest["job_id"] == job
+        assert hashlib.sha256((store / job / "final.mp4").read_bytes()).hexdigest() == manifest["outputs"]["final.mp4"]["sha256"]
