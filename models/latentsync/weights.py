@@ -365,20 +365,31 @@ def expected_unet_shapes(config: Any = None) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def shape_problems(expected: dict[str, tuple], got: dict[str, tuple], what: str = "") -> list[str]:
+    """Missing, unexpected and wrong-shape keys of a state dict, first five of each named."""
+    def listed(keys: list[str]) -> str:
+        return ", ".join(keys[:5]) + (" ..." if len(keys) > 5 else "")
+
+    missing = sorted(set(expected) - set(got))
+    unexpected = sorted(set(got) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(got) if expected[k] != got[k])
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing {what}key(s): {listed(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected {what}key(s): {listed(unexpected)}")
+    if wrong:
+        problems.append(f"{len(wrong)} {what}shape mismatch(es): "
+                        + ", ".join(f"{k} {got[k]} != {expected[k]}" for k in wrong[:5]))
+    return problems
+
+
 def check_unet_state_dict(sd: dict[str, Any], config: Any = None) -> list[str]:
     """Problems of a UNet state dict against the architecture (exact names and shapes; 1246 for the official one)."""
     problems: list[str] = []
     expected = expected_unet_shapes(config)
     got = {k: tuple(v.shape) for k, v in sd.items()}
-    missing = sorted(set(expected) - set(got))
-    unexpected = sorted(set(got) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(got) if expected[k] != got[k])
-    if missing:
-        problems.append(f"{len(missing)} missing key(s): {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected key(s): {', '.join(unexpected[:5])}{' ...' if len(unexpected) > 5 else ''}")
-    if wrong:
-        problems.append(f"{len(wrong)} shape mismatch(es): " + ", ".join(f"{k} {got[k]} != {expected[k]}" for k in wrong[:5]))
+    problems += shape_problems(expected, got)
     if config is None and len(got) != OFFICIAL_UNET_ENTRIES:
         problems.append(f"{len(got)} entries, the official checkpoint has {OFFICIAL_UNET_ENTRIES}")
     return problems
@@ -420,15 +431,7 @@ def check_whisper_checkpoint(ckpt: Any, cross_attention_dim: int | None = None) 
     sd = ckpt["model_state_dict"]
     expected = expected_whisper_encoder_shapes(dims)
     got = {k: tuple(v.shape) for k, v in sd.items() if k.startswith("encoder.")}
-    missing = sorted(set(expected) - set(got))
-    unexpected = sorted(set(got) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(got) if expected[k] != got[k])
-    if missing:
-        problems.append(f"{len(missing)} missing encoder key(s): {', '.join(missing[:5])}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected encoder key(s): {', '.join(unexpected[:5])}")
-    if wrong:
-        problems.append(f"{len(wrong)} encoder shape mismatch(es): " + ", ".join(f"{k} {got[k]} != {expected[k]}" for k in wrong[:5]))
+    problems += shape_problems(expected, got, what="encoder ")
     if cross_attention_dim is not None and int(dims["n_audio_state"]) != int(cross_attention_dim):
         problems.append(f"whisper width n_audio_state={dims['n_audio_state']} != UNet cross_attention_dim={cross_attention_dim}")
     return problems, {"dims": dims, "encoder_entries": len(got), "entries": len(sd)}
