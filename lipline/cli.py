@@ -129,7 +129,9 @@ def engines() -> None:
 def _absolute(value: str | None) -> str | None:
     if value is None or "://" in value:
         return value
-    return str(Path(value).absolute())
+    from lipline.uris import path_to_uri
+
+    return path_to_uri(value)
 
 
 try:

@@ -10,7 +10,7 @@ import hashlib
 import os
 import shutil
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import quote_from_bytes, unquote_to_bytes, urlparse
 
 import fsspec
 
@@ -21,9 +21,22 @@ def is_local(uri: str) -> bool:
 
 
 def to_path(uri: str) -> Path:
-    """Local path of a local URI (``file://`` stripped)."""
+    """Local path of a local URI. ``file://`` URIs are percent-decoded to raw bytes (any file name can be spelt)."""
     text = str(uri)
-    return Path(text[7:] if text.startswith("file://") else text).absolute()
+    if text.startswith("file://"):
+        return Path(os.fsdecode(unquote_to_bytes(text[7:]))).absolute()
+    return Path(text).absolute()
+
+
+def path_to_uri(path: str | os.PathLike) -> str:
+    """A JSON-safe reference to a local file: the path itself, or a percent-encoded ``file://`` URI when the name
+    is not valid UTF-8 (such a name cannot travel in Prefect parameters or JSON as text)."""
+    text = os.fspath(Path(path).absolute())
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return "file://" + quote_from_bytes(os.fsencode(text), safe="/")
 
 
 def local_path(uri: str, workdir: Path) -> Path:

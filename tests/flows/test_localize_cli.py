@@ -86,9 +86,11 @@ def test_inputs_from_s3_and_odd_file_names(media, s3_env, tmp_path):
     fs = s3fs.S3FileSystem(key=s3_env.access_key, secret=s3_env.secret_key,
                            client_kwargs={"endpoint_url": s3_env.endpoint}, skip_instance_cache=True)
     fs.put_file(str(media.dub), f"{s3_env.bucket}/inputs/dub track.wav")
+    not_utf8 = Path(os.fsdecode(os.fsencode(str(tmp_path)) + b"/intro \xff\xfe.mp4"))  # invalid UTF-8 name
+    shutil.copyfile(media.intro, not_utf8)
     store = tmp_path / "store dir"
-    proc = lipline("run", str(odd), f"s3://{s3_env.bucket}/inputs/dub track.wav", "--store", str(store),
-                   "--job-id", "odd", "--quiet")
+    proc = lipline("run", str(odd), f"s3://{s3_env.bucket}/inputs/dub track.wav", "--intro", str(not_utf8),
+                   "--store", str(store), "--job-id", "odd", "--quiet")
     assert proc.returncode == 0, proc.stderr
     assert (store / "odd" / "final.mp4").is_file() and (store / "odd" / "manifest.json").is_file()
 
