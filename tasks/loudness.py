@@ -11,7 +11,9 @@ Used by the data contracts (stage 2) and by normalize (stage 3, before/after lou
 * `phase_correlation` — normalised L/R correlation: +1 identical channels, 0 unrelated, -1 one channel inverted
   (a mono downmix cancels the voice).
 * `leading_trailing_silence` — seconds of silence (10 ms windows below ``threshold_db`` dBFS RMS) at each end.
-* `read_audio` — decode the first audio stream of any audio/video file with PyAV.
+* `read_audio` — decode the first audio stream of any audio/video file with PyAV (whole file in memory).
+
+The pipeline measures files with `lipline.tasks.audio_stream.measure_file` (same accumulators, constant memory).
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ import math
 from pathlib import Path
 
 import numpy as np
+
+from lipline.tasks.audio_stream import (ClippingRuns, EdgeSilence, PhaseCorrelation, TruePeak, as_2d, drop_lfe,
+                                        iter_audio)
 
 __all__ = [
     "read_audio",
@@ -31,56 +36,28 @@ __all__ = [
     "drop_lfe",
 ]
 
-LFE_INDEX = 3  # FL FR FC LFE BL BR (SMPTE / FFmpeg 5.1 order)
-
-
-def _as_2d(samples: np.ndarray) -> np.ndarray:
-    x = np.asarray(samples, dtype=np.float32)
-    return x[:, None] if x.ndim == 1 else x
-
-
-def drop_lfe(samples: np.ndarray) -> np.ndarray:
-    """Drop the LFE channel of a > 5 channel signal and keep at most 5 channels (what pyloudnorm can weight)."""
-    x = _as_2d(samples)
-    if x.shape[1] > 5:
-        x = np.delete(x, LFE_INDEX, axis=1)[:, :5]
-    return x
-
 
 def read_audio(path: str | Path, sr: int | None = None) -> tuple[np.ndarray, int]:
     """Decode the first audio stream of `path` (any audio or video file) to ``([n, ch] float32, sample_rate)``.
 
     With `sr`, the audio is resampled to that rate (channel count kept). Raises ``ValueError`` when the file has
-    no audio stream; PyAV errors propagate.
+    no audio stream. Whole files in memory: use `lipline.tasks.audio_stream.measure_file` for long media.
     """
-    import av
-
-    with av.open(str(path), metadata_errors="ignore") as container:
-        if not container.streams.audio:
-            raise ValueError(f"{path}: no audio stream")
-        stream = container.streams.audio[0]
-        rate = sr or stream.codec_context.sample_rate
-        layout = stream.codec_context.layout
-        channels = stream.codec_context.channels or (layout.nb_channels if layout else 1)
-        resampler = av.AudioResampler(format="fltp", layout=layout if layout and layout.nb_channels else channels,
-                                      rate=rate)
-        chunks: list[np.ndarray] = []
-        try:
-            for frame in container.decode(stream):
-                for out in resampler.resample(frame):
-                    chunks.append(out.to_ndarray())
-        except av.FFmpegError:
-            pass  # keep what decoded; the probe reports the decode error
-        for out in resampler.resample(None):
-            chunks.append(out.to_ndarray())
+    chunks, rate = [], sr or 0
+    for chunk, rate in iter_audio(path, sr=sr):
+        chunks.append(chunk)
     if not chunks:
+        import av
+
+        with av.open(str(path), metadata_errors="ignore") as c:
+            channels = c.streams.audio[0].codec_context.channels or 1 if c.streams.audio else 1
+            rate = rate or (c.streams.audio[0].codec_context.sample_rate if c.streams.audio else 0)
         return np.zeros((0, channels), dtype=np.float32), int(rate)
-    data = np.concatenate(chunks, axis=1).T.astype(np.float32, copy=False)
-    return np.ascontiguousarray(data), int(rate)
+    return np.concatenate(chunks), int(rate)
 
 
 def integrated_loudness(samples: np.ndarray, sr: int) -> float:
-    """BS.1770 integrated loudness in LUFS (``-inf`` for silence, ``nan`` if shorter than 0.4 s)."""
+    """BS.1770 integrated loudness in LUFS by pyloudnorm (``-inf`` for silence, ``nan`` if shorter than 0.4 s)."""
     import pyloudnorm
 
     x = drop_lfe(samples).astype(np.float64)
@@ -94,35 +71,20 @@ def integrated_loudness(samples: np.ndarray, sr: int) -> float:
     return value
 
 
+def _whole(meter, samples: np.ndarray):
+    meter.add(samples)
+    return meter.result()
+
+
 def true_peak_dbtp(samples: np.ndarray, sr: int, oversample: int = 4) -> float:
     """True peak in dBTP from the `oversample`-times (default 4x) polyphase-upsampled signal."""
-    from scipy.signal import resample_poly
-
-    x = _as_2d(samples).astype(np.float64)
-    if x.size == 0:
-        return float("-inf")
-    peak = 0.0
-    block = 1 << 18
-    for start in range(0, x.shape[0], block):  # blocks keep memory bounded; overlap covers filter edges
-        chunk = x[max(0, start - 64):start + block + 64]
-        up = resample_poly(chunk, oversample, 1, axis=0)
-        peak = max(peak, float(np.max(np.abs(up))), float(np.max(np.abs(chunk))))
-    return 20.0 * math.log10(peak) if peak > 0 else float("-inf")
+    x = as_2d(samples)
+    return float("-inf") if x.size == 0 else _whole(TruePeak(oversample), x)
 
 
 def clipping_runs(samples: np.ndarray, threshold: float = 0.999, min_run: int = 3) -> int:
     """Runs of at least `min_run` consecutive samples with ``|x| >= threshold``, summed over channels."""
-    x = _as_2d(samples)
-    total = 0
-    for ch in range(x.shape[1]):
-        mask = np.abs(x[:, ch]) >= threshold
-        if not mask.any():
-            continue
-        edges = np.diff(np.concatenate(([0], mask.astype(np.int8), [0])))
-        starts = np.flatnonzero(edges == 1)
-        ends = np.flatnonzero(edges == -1)
-        total += int(np.count_nonzero((ends - starts) >= min_run))
-    return total
+    return _whole(ClippingRuns(threshold, min_run), samples)
 
 
 def phase_correlation(stereo: np.ndarray) -> float:
@@ -132,14 +94,7 @@ def phase_correlation(stereo: np.ndarray) -> float:
     polarity-inverted, so the mid (mono) energy vanishes and a mono downmix cancels the voice.
     ``nan`` for silence or fewer than two channels.
     """
-    x = _as_2d(stereo).astype(np.float64)
-    if x.shape[1] < 2 or x.shape[0] == 0:
-        return float("nan")
-    left, right = x[:, 0], x[:, 1]
-    denom = math.sqrt(float(np.dot(left, left)) * float(np.dot(right, right)))
-    if denom <= 1e-12:
-        return float("nan")
-    return float(np.dot(left, right) / denom)
+    return _whole(PhaseCorrelation(), stereo)
 
 
 def leading_trailing_silence(samples: np.ndarray, sr: int, threshold_db: float = -50.0,
@@ -148,20 +103,4 @@ def leading_trailing_silence(samples: np.ndarray, sr: int, threshold_db: float =
 
     The loudest channel decides per window. A fully silent signal returns its whole duration for both.
     """
-    x = _as_2d(samples).astype(np.float64)
-    n = x.shape[0]
-    if n == 0:
-        return 0.0, 0.0
-    win = max(1, int(round(window_s * sr)))
-    nwin = n // win
-    duration = n / sr
-    if nwin == 0:
-        return duration, duration
-    blocks = x[: nwin * win].reshape(nwin, win, x.shape[1])
-    rms = np.sqrt(np.mean(blocks**2, axis=1)).max(axis=1)
-    loud = np.flatnonzero(rms > 10 ** (threshold_db / 20.0))
-    if loud.size == 0:
-        return duration, duration
-    lead = loud[0] * win / sr
-    trail = max(0.0, duration - (loud[-1] + 1) * win / sr)
-    return float(lead), float(trail)
+    return _whole(EdgeSilence(sr, threshold_db, window_s), samples)

@@ -112,11 +112,12 @@ def _loudnorm_report(stderr: bytes) -> dict:
 
 
 def _measure(path: Path) -> LoudnessMeasure:
-    from lipline.tasks.loudness import integrated_loudness, read_audio, true_peak_dbtp
+    from lipline.tasks.audio_stream import measure_file
 
-    samples, sr = read_audio(path)
-    return LoudnessMeasure(integrated_lufs=round(float(integrated_loudness(samples, sr)), 3),
-                           true_peak_dbtp=round(float(true_peak_dbtp(samples, sr)), 3))
+    m = measure_file(path)  # one streaming pass, constant memory
+    if m is None:
+        return LoudnessMeasure(integrated_lufs=float("-inf"), true_peak_dbtp=float("-inf"))
+    return LoudnessMeasure(integrated_lufs=round(m.integrated_lufs, 3), true_peak_dbtp=round(m.true_peak_dbtp, 3))
 
 
 def _finite(value: float, default: float) -> float:

@@ -180,25 +180,23 @@ def measure_media(uri: str, role: str, workdir: Path) -> tuple[dict, MediaProbe 
 
 
 def _audio_measures(path: Path) -> dict:
-    from lipline.tasks import loudness as ld
+    from lipline.tasks.audio_stream import measure_file
 
-    samples, sr = ld.read_audio(path)
+    m = measure_file(path)  # one streaming pass, constant memory
     out: dict[str, Any] = {}
-    if samples.shape[0] == 0:
+    if m is None:
         return out
-    lufs = ld.integrated_loudness(samples, sr)
+    lufs = m.integrated_lufs
     if math.isnan(lufs):
         out["integrated_lufs_text"] = "too short to measure"
     else:
         out["integrated_lufs"] = max(lufs, -200.0)  # -inf (silence) kept finite for GX, text says "silent"
         out["integrated_lufs_text"] = "silent (-inf LUFS)" if math.isinf(lufs) else f"{lufs:.1f} LUFS"
-    out["true_peak_dbtp"] = max(ld.true_peak_dbtp(samples, sr), -200.0)
-    out["clipping_runs"] = ld.clipping_runs(samples)
-    if samples.shape[1] == 2:
-        corr = ld.phase_correlation(samples)
-        out["phase_correlation"] = None if math.isnan(corr) else corr
-    lead, trail = ld.leading_trailing_silence(samples, sr)
-    out["leading_silence_s"], out["trailing_silence_s"] = lead, trail
+    out["true_peak_dbtp"] = max(m.true_peak_dbtp, -200.0)
+    out["clipping_runs"] = m.clipping_runs
+    if m.channels == 2:
+        out["phase_correlation"] = None if math.isnan(m.phase_correlation) else m.phase_correlation
+    out["leading_silence_s"], out["trailing_silence_s"] = m.leading_silence_s, m.trailing_silence_s
     return out
 
 
