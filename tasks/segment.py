@@ -173,18 +173,48 @@ class SegmentPlan(Record):
 # ------------------------------------------------------------------------------------------------ planning
 
 
+def framewise_rms(y: np.ndarray, frame_length: int, hop_length: int, chunk_frames: int = 4096) -> np.ndarray:
+    """`librosa.feature.rms(y, center=True)` (zero padding), computed a chunk of frames at a time: memory stays
+    proportional to the chunk, not to the (4x overlapped) framed signal librosa materialises."""
+    half = frame_length // 2
+    n_frames = 1 + (y.size + 2 * half - frame_length) // hop_length
+    out = np.empty(n_frames, dtype=np.float64)
+    for a in range(0, n_frames, chunk_frames):
+        b = min(n_frames, a + chunk_frames)
+        lo, hi = a * hop_length - half, (b - 1) * hop_length - half + frame_length  # in unpadded sample units
+        seg = np.zeros(hi - lo, dtype=np.float64)
+        src_lo, src_hi = max(lo, 0), min(hi, y.size)
+        seg[src_lo - lo: src_hi - lo] = y[src_lo:src_hi]
+        cum = np.concatenate(([0.0], np.cumsum(seg * seg)))
+        starts = np.arange(b - a) * hop_length
+        out[a:b] = np.sqrt(np.maximum(cum[starts + frame_length] - cum[starts], 0.0) / frame_length)
+    return out
+
+
+def split_nonsilent(y: np.ndarray, top_db: float, frame_length: int, hop_length: int) -> np.ndarray:
+    """`librosa.effects.split` (same dB rule and interval edges) on top of the chunked `framewise_rms`."""
+    import librosa
+
+    non_silent = librosa.amplitude_to_db(framewise_rms(y, frame_length, hop_length), ref=np.max, top_db=None) > -top_db
+    edges = [np.flatnonzero(np.diff(non_silent.astype(int))) + 1]
+    if non_silent[0]:
+        edges.insert(0, np.array([0]))
+    if non_silent[-1]:
+        edges.append(np.array([len(non_silent)]))
+    bounds = np.minimum(librosa.frames_to_samples(np.concatenate(edges), hop_length=hop_length), y.size)
+    return bounds.reshape((-1, 2))
+
+
 def find_pauses(samples: np.ndarray, sr: int = MODEL_RATE, top_db: float = 40.0, min_pause_s: float = 0.15,
                 hop_length: int = 160, frame_length: int = 640) -> list[Pause]:
     """Silences between the non-silent intervals of `librosa.effects.split` (plus leading/trailing silence)."""
-    import librosa
-
     y = np.asarray(samples, dtype=np.float32).reshape(-1)
     n = y.size
     if n == 0:
         return []
     if not np.any(y):
         return [Pause(start_s=0.0, end_s=n / sr)]
-    intervals = librosa.effects.split(y, top_db=top_db, frame_length=frame_length, hop_length=hop_length)
+    intervals = split_nonsilent(y, top_db=top_db, frame_length=frame_length, hop_length=hop_length)
     pauses: list[Pause] = []
     prev_end = 0
     for start, end in intervals:
@@ -298,10 +328,12 @@ def plan_segments(model_audio_path: str | Path, video_frames: int, fps: float | 
                   top_db: float = 40.0) -> SegmentPlan:
     """Plan frame-aligned segments ≤ `max_segment_s` cut at the dub's pauses (see module docs)."""
     path = Path(model_audio_path)
-    samples, sr = sf.read(os.fspath(path), dtype="float32", always_2d=True)
+    samples, sr = sf.read(os.fspath(path), dtype="float32")
     if sr != MODEL_RATE:
         raise InputError(str(path), "model audio rate", f"{sr} Hz", "Pass the 16 kHz model audio from normalize.")
-    return plan_from_samples(samples.mean(axis=1), video_frames, fps, max_segment_s, length_mode, sr=sr,
+    if samples.ndim == 2:  # the model audio is mono; downmix anything else
+        samples = samples.mean(axis=1)
+    return plan_from_samples(samples, video_frames, fps, max_segment_s, length_mode, sr=sr,
                              top_db=top_db, audio_name=str(path))
 
 
