@@ -173,48 +173,85 @@ class SegmentPlan(Record):
 # ------------------------------------------------------------------------------------------------ planning
 
 
-def framewise_rms(y: np.ndarray, frame_length: int, hop_length: int, chunk_frames: int = 4096) -> np.ndarray:
+class Samples:
+    """Random access to mono samples as float64, zero outside [0, n): an in-memory array or a sound file read
+    piece by piece (the planner never holds a long dub in memory)."""
+
+    def __init__(self, n: int, read) -> None:
+        self.size, self._read = n, read
+
+    @classmethod
+    def of_array(cls, y: np.ndarray, n: int | None = None) -> "Samples":
+        y = np.asarray(y).reshape(-1)
+        scale = 1 / 32768.0 if np.issubdtype(y.dtype, np.integer) else 1.0
+        return cls(y.size if n is None else n, lambda lo, hi: y[lo:hi].astype(np.float64) * scale)
+
+    @classmethod
+    def of_file(cls, handle, n: int | None = None) -> "Samples":
+        def read(lo: int, hi: int) -> np.ndarray:
+            handle.seek(lo)
+            data = handle.read(hi - lo, dtype="float64", always_2d=True)
+            return data.mean(axis=1)
+        return cls(handle.frames if n is None else n, read)
+
+    def window(self, lo: int, hi: int, available: int) -> np.ndarray:
+        """Samples [lo, hi) with zeros before 0 and from min(size, available) on."""
+        out = np.zeros(hi - lo, dtype=np.float64)
+        a, b = max(lo, 0), min(hi, self.size, available)
+        if b > a:
+            out[a - lo: b - lo] = self._read(a, b)
+        return out
+
+
+def framewise_rms(y: np.ndarray | Samples, frame_length: int, hop_length: int, chunk_frames: int = 4096,
+                  available: int | None = None) -> np.ndarray:
     """`librosa.feature.rms(y, center=True)` (zero padding), computed a chunk of frames at a time: memory stays
-    proportional to the chunk, not to the (4x overlapped) framed signal librosa materialises."""
+    proportional to the chunk, not to the (4x overlapped) framed signal librosa materialises. `available` caps
+    the samples that exist (the rest of `size` is zero padding)."""
+    src = y if isinstance(y, Samples) else Samples.of_array(y)
     half = frame_length // 2
-    n_frames = 1 + (y.size + 2 * half - frame_length) // hop_length
+    n_frames = 1 + (src.size + 2 * half - frame_length) // hop_length
     out = np.empty(n_frames, dtype=np.float64)
     for a in range(0, n_frames, chunk_frames):
         b = min(n_frames, a + chunk_frames)
         lo, hi = a * hop_length - half, (b - 1) * hop_length - half + frame_length  # in unpadded sample units
-        seg = np.zeros(hi - lo, dtype=np.float64)
-        src_lo, src_hi = max(lo, 0), min(hi, y.size)
-        seg[src_lo - lo: src_hi - lo] = y[src_lo:src_hi]
+        seg = src.window(lo, hi, src.size if available is None else available)
         cum = np.concatenate(([0.0], np.cumsum(seg * seg)))
         starts = np.arange(b - a) * hop_length
         out[a:b] = np.sqrt(np.maximum(cum[starts + frame_length] - cum[starts], 0.0) / frame_length)
     return out
 
 
-def split_nonsilent(y: np.ndarray, top_db: float, frame_length: int, hop_length: int) -> np.ndarray:
+def split_nonsilent(y: np.ndarray | Samples, top_db: float, frame_length: int, hop_length: int,
+                    available: int | None = None) -> np.ndarray:
     """`librosa.effects.split` (same dB rule and interval edges) on top of the chunked `framewise_rms`."""
     import librosa
 
-    non_silent = librosa.amplitude_to_db(framewise_rms(y, frame_length, hop_length), ref=np.max, top_db=None) > -top_db
+    rms = framewise_rms(y, frame_length, hop_length, available=available)
+    size = y.size
+    if not rms.any():
+        return np.zeros((0, 2), dtype=np.int64)
+    non_silent = librosa.amplitude_to_db(rms, ref=np.max, top_db=None) > -top_db
     edges = [np.flatnonzero(np.diff(non_silent.astype(int))) + 1]
     if non_silent[0]:
         edges.insert(0, np.array([0]))
     if non_silent[-1]:
         edges.append(np.array([len(non_silent)]))
-    bounds = np.minimum(librosa.frames_to_samples(np.concatenate(edges), hop_length=hop_length), y.size)
+    bounds = np.minimum(librosa.frames_to_samples(np.concatenate(edges), hop_length=hop_length), size)
     return bounds.reshape((-1, 2))
 
 
-def find_pauses(samples: np.ndarray, sr: int = MODEL_RATE, top_db: float = 40.0, min_pause_s: float = 0.15,
-                hop_length: int = 160, frame_length: int = 640) -> list[Pause]:
+def find_pauses(samples: np.ndarray | Samples, sr: int = MODEL_RATE, top_db: float = 40.0, min_pause_s: float = 0.15,
+                hop_length: int = 160, frame_length: int = 640, available: int | None = None) -> list[Pause]:
     """Silences between the non-silent intervals of `librosa.effects.split` (plus leading/trailing silence)."""
-    y = np.asarray(samples, dtype=np.float32).reshape(-1)
+    y = samples if isinstance(samples, Samples) else Samples.of_array(np.asarray(samples, dtype=np.float32))
     n = y.size
     if n == 0:
         return []
-    if not np.any(y):
+    intervals = split_nonsilent(y, top_db=top_db, frame_length=frame_length, hop_length=hop_length,
+                                available=available)
+    if len(intervals) == 0:  # all silent
         return [Pause(start_s=0.0, end_s=n / sr)]
-    intervals = split_nonsilent(y, top_db=top_db, frame_length=frame_length, hop_length=hop_length)
     pauses: list[Pause] = []
     prev_end = 0
     for start, end in intervals:
@@ -284,17 +321,17 @@ def _choose_cuts(total: int, rate: Fraction, max_frames: int, pauses: list[Pause
     return cuts
 
 
-def plan_from_samples(samples: np.ndarray, video_frames: int, fps: float | Fraction, max_segment_s: float = 20.0,
+def plan_from_samples(samples: "np.ndarray | Samples", video_frames: int, fps: float | Fraction, max_segment_s: float = 20.0,
                       length_mode: LengthModes | str | None = None, *, sr: int = MODEL_RATE, top_db: float = 40.0,
                       audio_name: str = "audio") -> SegmentPlan:
-    """`plan_segments` on model-audio samples already in memory (16 kHz mono)."""
+    """`plan_segments` on model-audio samples (16 kHz mono): an array, or `Samples` read from a file."""
     if not (0 < max_segment_s <= WHISPER_WINDOW_S):
         raise ValueError(f"max_segment_s must be in (0, {WHISPER_WINDOW_S:g}] s (Whisper's window), got {max_segment_s}")
     if video_frames < 1:
         raise InputError("video", "no frames", f"{video_frames} frames", "Provide a video that decodes.")
     modes = LengthModes.of(length_mode)
     rate = fps_fraction(fps)
-    y = np.asarray(samples).reshape(-1)
+    y = samples if isinstance(samples, Samples) else Samples.of_array(samples)
     n_audio = int(y.size)
     if n_audio == 0:
         raise InputError(audio_name, "no audio", "0 samples", "Provide a dub with speech.")
@@ -303,12 +340,9 @@ def plan_from_samples(samples: np.ndarray, video_frames: int, fps: float | Fract
     total_samples = _sample_at(total, rate, sr)
     pad = max(0, total_samples - n_audio)
     trim = max(0, n_audio - total_samples)
-    padded = y[:total_samples].astype(np.float32, copy=False)
-    if pad:
-        padded = np.concatenate([padded, np.zeros(pad, dtype=np.float32)])
-    if np.issubdtype(y.dtype, np.integer):
-        padded = padded / 32768.0
-    pauses = find_pauses(padded, sr, top_db=top_db)
+    # the dub on the output timeline: cut to `total_samples`, silence-padded past its end
+    timeline = Samples(total_samples, y._read)
+    pauses = find_pauses(timeline, sr, top_db=top_db, available=n_audio)
     max_frames = max(1, math.floor(Fraction(max_segment_s).limit_denominator(1000) * rate + Fraction(1, 10**6)))
     cuts = _choose_cuts(total, rate, max_frames, pauses)
     bounds = [0, *cuts, total]
@@ -328,13 +362,12 @@ def plan_segments(model_audio_path: str | Path, video_frames: int, fps: float | 
                   top_db: float = 40.0) -> SegmentPlan:
     """Plan frame-aligned segments ≤ `max_segment_s` cut at the dub's pauses (see module docs)."""
     path = Path(model_audio_path)
-    samples, sr = sf.read(os.fspath(path), dtype="float32")
-    if sr != MODEL_RATE:
-        raise InputError(str(path), "model audio rate", f"{sr} Hz", "Pass the 16 kHz model audio from normalize.")
-    if samples.ndim == 2:  # the model audio is mono; downmix anything else
-        samples = samples.mean(axis=1)
-    return plan_from_samples(samples, video_frames, fps, max_segment_s, length_mode, sr=sr,
-                             top_db=top_db, audio_name=str(path))
+    with sf.SoundFile(os.fspath(path)) as handle:  # read piece by piece: memory does not grow with the dub
+        if handle.samplerate != MODEL_RATE:
+            raise InputError(str(path), "model audio rate", f"{handle.samplerate} Hz",
+                             "Pass the 16 kHz model audio from normalize.")
+        return plan_from_samples(Samples.of_file(handle), video_frames, fps, max_segment_s, length_mode,
+                                 sr=MODEL_RATE, top_db=top_db, audio_name=str(path))
 
 
 # ------------------------------------------------------------------------------------------------ cutting
