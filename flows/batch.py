@@ -70,7 +70,7 @@ def localize_batch(manifest_uri: str, store: str | None = None, localize_deploym
                 entry.update(status="done", job_id=result.job_id, result=result.final_uri)
         except (ValidationError, LiplineError) as exc:
             logger.warning("row %d: %s", number, exc)
-            entry.update(status="failed", result=str(exc).splitlines()[0][:300])
+            entry.update(status="failed", result=" ".join(str(exc).split())[:500])
         summary.append(entry)
     create_table_artifact(summary, key="batch-summary", description=f"Batch {manifest_uri}")
     return summary

@@ -96,7 +96,7 @@ def localize(params: LocalizeParams) -> LocalizeResult:
 
 def publish_validation(reports: list[ValidationReport], path: Path) -> Path:
     """`validation.json` for the store and a table artifact for the operator, one row per violation."""
-    path.write_text(json.dumps([r.model_dump(mode="json", exclude={"probe"}) for r in reports], indent=2,
+    path.write_text(json.dumps([r.model_dump(mode="json", exclude={"probe", "loudness"}) for r in reports], indent=2,
                                ensure_ascii=False))
     rows = [{"file": r.file, "role": r.role, "verdict": r.verdict, "rule": v.rule, "severity": v.severity,
              "observed": v.observed, "expected": v.expected, "hint": v.hint} for r in reports for v in r.violations]
@@ -166,8 +166,9 @@ def run_stages(job: Job) -> LocalizeResult:
 
     # 2. Normalize: delivery audio (EBU R128), model audio (16 kHz mono), conformed video.
     with job.stage_of("normalize"):
+        measured = next((r.loudness for r in reports if r.role == "audio"), None)
         audio = normalize.normalize_audio_task(local["audio"], job.workdir / "audio", target_lufs=p.loudness_lufs,
-                                               true_peak_db=p.true_peak_db)
+                                               true_peak_db=p.true_peak_db, before=measured)
         video = normalize.normalize_video_task(local["video"], job.workdir / "video", probe=probes.get("video"))
 
     # 3. Segment at the dub's silences, with the audio/video length policy applied.

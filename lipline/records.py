@@ -60,12 +60,19 @@ class Violation(Record):
     cues: list[int] | None = Field(None, description="Subtitle cue numbers the rule fired on (cue-scope rules)")
 
 
+class LoudnessMeasure(Record):
+    integrated_lufs: float
+    true_peak_dbtp: float | None = None
+
+
 class ValidationReport(Record):
     file: str
     role: Role
     verdict: Verdict
     violations: list[Violation] = []
     probe: MediaProbe | None = None
+    loudness: LoudnessMeasure | None = Field(None, description="BS.1770 measurement of an audio input (reused as "
+                                                               "normalize's 'before')")
 
     @staticmethod
     def verdict_of(violations: list[Violation]) -> Verdict:
@@ -80,11 +87,6 @@ class ValidationReport(Record):
             if violation.get("cues") is None:
                 violation.pop("cues", None)
         return out
-
-
-class LoudnessMeasure(Record):
-    integrated_lufs: float
-    true_peak_dbtp: float | None = None
 
 
 class Segment(Record):

@@ -143,12 +143,13 @@ def _gain_limit_chain(gain_db: float, ceiling_db: float) -> str:
 
 
 def normalize_audio(audio_uri: str, out_dir: Path, target_lufs: float = -16.0, true_peak_db: float = -1.0,
-                    *, tolerance_lu: float = 0.5) -> NormalizedAudio:
+                    *, tolerance_lu: float = 0.5, before: LoudnessMeasure | None = None) -> NormalizedAudio:
     """Loudness-normalize `audio_uri` (any audio ffmpeg decodes, or the audio of a video) into `out_dir`.
 
     Writes ``delivery.wav`` (48 kHz stereo, PCM 24-bit, `target_lufs` ±`tolerance_lu`, true peak ≤ `true_peak_db`)
     and ``model.wav`` (16 kHz mono PCM 16-bit, made from the delivery audio) and returns their URIs with the
-    pyloudnorm measurements before and after.
+    pyloudnorm measurements before and after. `before`: the source's measurement when validation already made it
+    (the source is then not measured twice).
     """
     params = AudioNormalizeParams(target_lufs=target_lufs, true_peak_db=true_peak_db, tolerance_lu=tolerance_lu)
     out_dir = Path(out_dir).absolute()
@@ -156,7 +157,7 @@ def normalize_audio(audio_uri: str, out_dir: Path, target_lufs: float = -16.0, t
     src = local_path(audio_uri, out_dir).absolute()
     delivery = out_dir / "delivery.wav"
     model = out_dir / "model.wav"
-    before = _measure(src)
+    before = before or _measure(src)
     if not math.isfinite(before.integrated_lufs) or before.integrated_lufs < -70:
         raise InputError(str(audio_uri), "no speech", f"integrated loudness {before.integrated_lufs} LUFS (silent)",
                          "Provide an audio track that contains speech.")
@@ -316,8 +317,8 @@ def normalize_video(video_uri: str, out_dir: Path, probe: MediaProbe | None = No
 
 @task(name="normalize-audio", description="EBU R128 two-pass loudness normalization + 16 kHz model audio")
 def normalize_audio_task(audio_uri: str, out_dir: Path, target_lufs: float = -16.0,
-                         true_peak_db: float = -1.0) -> NormalizedAudio:
-    return normalize_audio(audio_uri, out_dir, target_lufs, true_peak_db)
+                         true_peak_db: float = -1.0, before: LoudnessMeasure | None = None) -> NormalizedAudio:
+    return normalize_audio(audio_uri, out_dir, target_lufs, true_peak_db, before=before)
 
 
 @task(name="normalize-video", description="CFR, rotation applied, even dimensions, yuv420p (stream copy if already)")

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from lipline.errors import InputError
-from lipline.records import MediaProbe, Role, ValidationReport, Violation
+from lipline.records import LoudnessMeasure, MediaProbe, Role, ValidationReport, Violation
 from lipline.uris import local_path
 
 __all__ = [
@@ -450,8 +450,12 @@ def validate_file(uri: str, role: Role, overrides: Mapping[str, float | int] | N
         file_row, probe = measure_media(uri, role, workdir)
         cue_rows = []
     violations = _violations(suite, file_row, cue_rows)
+    loudness = None
+    if role == "audio" and file_row.get("integrated_lufs") is not None:
+        loudness = LoudnessMeasure(integrated_lufs=round(file_row["integrated_lufs"], 3),
+                                   true_peak_dbtp=round(file_row["true_peak_dbtp"], 3))
     return ValidationReport(file=str(uri), role=role, verdict=ValidationReport.verdict_of(violations),
-                            violations=violations, probe=probe)
+                            violations=violations, probe=probe, loudness=loudness)
 
 
 def validate_inputs(files: Mapping[str, str], overrides: Mapping[str, float | int] | None = None, *,

@@ -167,3 +167,18 @@ def test_vfr_becomes_cfr(videos, tmp_path):
     assert v.constant_fps
     assert abs(v.fps - out.fps) < 0.01
     assert abs(out.frame_count / out.fps - probe.video.duration_s) <= 1.5 / out.fps
+
+
+def test_a_given_before_measurement_is_used_not_remeasured(tmp_path, monkeypatch):
+    from lipline import samples
+    from lipline.records import LoudnessMeasure
+    from lipline.tasks import normalize as nz
+
+    src = samples.write_audio(tmp_path / "in.wav", samples.speech_like(6.0, level_db=-24.0))
+    measured = []
+    real = nz._measure
+    monkeypatch.setattr(nz, "_measure", lambda path: measured.append(path) or real(path))
+    given = LoudnessMeasure(integrated_lufs=-24.5, true_peak_dbtp=-9.0)
+    out = nz.normalize_audio(str(src), tmp_path / "out", before=given)
+    assert out.before == given
+    assert src not in measured and all(p.name != "in.wav" for p in measured)
