@@ -73,6 +73,17 @@ def talking_video(path: Path, face: Path, duration_s: float, width: int = 640, h
     return path
 
 
+def pattern_clip(path: Path, w: int = 640, h: int = 360, fps: float = 25, dur: float = 2.0, vf: str = "",
+                 pix_fmt: str = "yuv420p", extra: tuple[str, ...] = ()) -> Path:
+    """A silent moving test pattern (lavfi testsrc2), optionally filtered; for contract and probe tests."""
+    args: list = ["-f", "lavfi", "-i", f"testsrc2=size={w}x{h}:rate={fps}:duration={dur}"]
+    if vf:
+        args += ["-vf", vf]
+    args += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", pix_fmt, *extra, path]
+    ffmpeg(*args)
+    return path
+
+
 def bumper(path: Path, duration_s: float, width: int, height: int, fps: float, with_audio: bool) -> Path:
     """An intro/outro card: test pattern, optionally with a tone."""
     args: list = ["-f", "lavfi", "-i", f"testsrc2=size={width}x{height}:rate={fps}:duration={duration_s}"]

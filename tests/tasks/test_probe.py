@@ -12,14 +12,8 @@ from lipline.tasks.probe import probe, probe_media, sniff_container
 from tests import media_factory as mf
 
 
-def _clip(path: Path, w: int = 320, h: int = 240, fps: float = 25, dur: float = 2.0, vf: str = "",
-          extra: tuple[str, ...] = ()) -> Path:
-    args: list = ["-f", "lavfi", "-i", f"testsrc2=size={w}x{h}:rate={fps}:duration={dur}"]
-    if vf:
-        args += ["-vf", vf]
-    args += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", *extra, path]
-    mf.ffmpeg(*args)
-    return path
+def _clip(path: Path, w: int = 320, h: int = 240, **kwargs) -> Path:
+    return mf.pattern_clip(path, w, h, **kwargs)
 
 
 @pytest.fixture(scope="module")

@@ -52,14 +52,8 @@ also fine
 """
 
 
-def _clip(path: Path, w: int = 640, h: int = 360, fps: float = 25, dur: float = 2.0, vf: str = "",
-          pix_fmt: str = "yuv420p", extra: tuple[str, ...] = ()) -> Path:
-    args: list = ["-f", "lavfi", "-i", f"testsrc2=size={w}x{h}:rate={fps}:duration={dur}"]
-    if vf:
-        args += ["-vf", vf]
-    args += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", pix_fmt, *extra, path]
-    mf.ffmpeg(*args)
-    return path
+def _clip(path: Path, w: int = 640, h: int = 360, **kwargs) -> Path:
+    return mf.pattern_clip(path, w, h, **kwargs)
 
 
 @pytest.fixture(scope="module")
