@@ -15,10 +15,7 @@ class Settings(BaseSettings):
     store: str = Field("./lipline-store", description="Object store root: a folder or any fsspec URI (s3://bucket/prefix)")
     s3_endpoint_url: str | None = Field(None, description="Endpoint of an S3-compatible store (else AWS_ENDPOINT_URL)")
     work_dir: Path | None = Field(None, description="Parent of per-run temp dirs (default: the system temp dir)")
-    cpu_pool: str = Field("cpu", description="Prefect work pool for validation, merge, post and archive")
-    gpu_pool: str = Field("gpu", description="Prefect work pool for lip-sync inference")
     gpu_deployment: str | None = Field(None, description="Deployment that runs lip-sync on the GPU pool, e.g. lipsync-segments/gpu; empty = in-process")
-    weights_cache: Path | None = Field(None, description="Hugging Face cache for model weights (default: HF_HOME)")
 
 
 @functools.cache

@@ -116,7 +116,10 @@ def required_files(version: str) -> list[RequiredFile]:
 
 
 def default_cache_dir() -> Path:
-    """The Hub cache huggingface_hub would use, read from the environment *now* (HF_HUB_CACHE, HF_HOME)."""
+    """The weights cache, read from the environment *now*: LIPLINE_WEIGHTS_CACHE, else the Hub cache
+    huggingface_hub would use (HF_HUB_CACHE, HF_HOME)."""
+    if os.environ.get("LIPLINE_WEIGHTS_CACHE"):
+        return Path(os.path.expandvars(os.environ["LIPLINE_WEIGHTS_CACHE"])).expanduser()
     if os.environ.get("HF_HUB_CACHE"):
         return Path(os.path.expandvars(os.environ["HF_HUB_CACHE"])).expanduser()
     if os.environ.get("HF_HOME"):

@@ -203,3 +203,14 @@ def test_put_hub_file_matches_hf_layout(tmp_path):
 
     p = put_hub_file(tmp_path, "org/name", "a/b.pt", b"xyz", LS_COMMIT)
     assert try_to_load_from_cache("org/name", "a/b.pt", cache_dir=str(tmp_path)) == str(p)
+
+
+def test_lipline_weights_cache_wins_over_hf_home(monkeypatch, tmp_path):
+    from lipline.models.latentsync.weights import default_cache_dir
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("LIPLINE_WEIGHTS_CACHE", raising=False)
+    assert default_cache_dir() == tmp_path / "hf" / "hub"
+    monkeypatch.setenv("LIPLINE_WEIGHTS_CACHE", str(tmp_path / "weights"))
+    assert default_cache_dir() == tmp_path / "weights"
