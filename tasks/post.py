@@ -19,7 +19,6 @@ Memory stays bounded: frames only stream through ffmpeg.
 
 from __future__ import annotations
 
-import codecs
 import copy
 import dataclasses
 import os
@@ -38,6 +37,7 @@ from lipline.errors import InputError, MediaToolError
 from lipline.media import FONT_FAMILY, ensure_font_dir, ffmpeg_exe, filter_path, filter_value
 from lipline.records import FinalOutputs, PostParams
 from lipline.tasks.merge import VideoStreamStats, video_stream_stats
+from lipline.tasks.subtitle_files import decode_subtitle_bytes
 from lipline.uris import local_path
 
 SAMPLE_RATE = 48000
@@ -47,48 +47,6 @@ ProgressFn = Callable[[float], None]
 
 
 # ---------------------------------------------------------------------------------------------------- subtitles
-
-def decode_subtitle_bytes(raw: bytes) -> tuple[str, str]:
-    """Text and encoding name of a subtitle file: BOMs first, then strict UTF-8, then charset-normalizer."""
-    for bom, name in ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
-                      (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")):
-        if raw.startswith(bom):
-            return raw.decode(name), name
-    try:
-        return raw.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        pass
-    from charset_normalizer import from_bytes
-
-    matches = [m for m in from_bytes(raw) if m.encoding]
-    if not matches:
-        raise UnicodeDecodeError("unknown", raw[:1], 0, 1, "no text encoding fits")
-    # Short CJK files are ambiguous between the legacy double-byte codecs (GBK bytes also decode as "valid" CP949,
-    # as a mix of Hangul and Han): among the least chaotic candidates, prefer the one whose text keeps to one script.
-    ranked = sorted(enumerate(matches), key=lambda im: (round(im[1].chaos, 2), _script_mix(str(im[1])), im[0]))
-    best = ranked[0][1]
-    return str(best), best.encoding
-
-
-def _script_mix(text: str) -> int:
-    """How implausible the mix of scripts in `text` is (0 = plausible): Hangul next to Han/kana, halfwidth kana."""
-    hangul = han = kana = halfwidth = odd = False
-    for ch in text:
-        o = ord(ch)
-        if o < 0x80:
-            continue
-        if 0xAC00 <= o <= 0xD7A3 or 0x1100 <= o <= 0x11FF or 0x3130 <= o <= 0x318F:
-            hangul = True
-        elif 0x4E00 <= o <= 0x9FFF or 0x3400 <= o <= 0x4DBF:
-            han = True
-        elif 0x3040 <= o <= 0x30FF:
-            kana = True
-        elif 0xFF61 <= o <= 0xFF9F:
-            halfwidth = True
-        elif o == 0xFFFD or 0xE000 <= o <= 0xF8FF:
-            odd = True
-    return int(hangul and (han or kana)) + int(halfwidth) + int(odd)
-
 
 def load_subtitles(path: Path, label: str | None = None) -> pysubs2.SSAFile:
     """Parse an SRT / ASS / SSA / WebVTT file in any text encoding (format detected from the content)."""
@@ -156,7 +114,7 @@ def build_filtergraph(*, rate: Fraction, width: int, height: int, main_frames: i
                       bumpers: list[tuple[int, str, VideoStreamStats, int]], order: list[str]) -> str:
     """The filter_complex text. Inputs: 0 = main video, 1 = delivery audio, bumpers at their indices."""
     main_dur = _seconds(main_frames / rate)
-    vf = [f"[0:v:0]setpts=PTS-STARTPTS", f"fps={rate}"]
+    vf = ["[0:v:0]setpts=PTS-STARTPTS", f"fps={rate}"]
     if burn_file is not None:
         sub = f"subtitles=filename={filter_path(burn_file)}"
         if font_dir is not None:

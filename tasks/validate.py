@@ -30,7 +30,6 @@ import copy
 import functools
 import json
 import math
-import re
 import string
 import tempfile
 import threading
@@ -40,6 +39,7 @@ from typing import Any, Mapping
 
 from lipline.errors import InputError
 from lipline.records import LoudnessMeasure, MediaProbe, Role, ValidationReport, Violation
+from lipline.tasks.subtitle_files import measure_subtitles
 from lipline.uris import local_path
 
 __all__ = [
@@ -198,158 +198,6 @@ def _audio_measures(path: Path) -> dict:
         out["phase_correlation"] = None if math.isnan(m.phase_correlation) else m.phase_correlation
     out["leading_silence_s"], out["trailing_silence_s"] = m.leading_silence_s, m.trailing_silence_s
     return out
-
-
-# ---- subtitles
-
-_SRT_TIME = r"(\d{1,3}):(\d{1,2}):(\d{1,2})[,.](\d{1,3})"
-_SRT_TIMING = re.compile(rf"^\s*{_SRT_TIME}\s*-->\s*{_SRT_TIME}(\s.*)?$")
-_VTT_TIME = r"(?:(\d{1,3}):)?(\d{2}):(\d{2})\.(\d{3})"
-_VTT_TIMING = re.compile(rf"^\s*{_VTT_TIME}\s+-->\s+{_VTT_TIME}(\s.*)?$")
-
-
-def _secs(h, m, s, ms) -> float | None:
-    h, m, s = int(h or 0), int(m), int(s)
-    if m > 59 or s > 59:
-        return None
-    return h * 3600 + m * 60 + s + int(ms.ljust(3, "0")) / 1000.0
-
-
-def _decode_text(data: bytes) -> tuple[str | None, str, bool, str]:
-    """(text or None, encoding name, is UTF-8, error)."""
-    if data.startswith(b"\xef\xbb\xbf"):
-        return data[3:].decode("utf-8", "replace"), "utf-8-sig", True, ""
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        try:
-            return data.decode("utf-16"), "utf-16 (with BOM)", False, ""
-        except UnicodeDecodeError as e:
-            return None, "utf-16", False, f"undecodable UTF-16 ({e.reason})"
-    if b"\x00" in data[:4096]:
-        return None, "binary", False, "binary data, not a text subtitle file"
-    try:
-        return data.decode("utf-8"), "utf-8", True, ""
-    except UnicodeDecodeError:
-        pass
-    from charset_normalizer import from_bytes
-
-    best = from_bytes(data).best()
-    if best is None:
-        return None, "unknown", False, "binary data or unknown text encoding"
-    return str(best), best.encoding, False, ""
-
-
-def _scan_cues(text: str, fmt: str) -> list[dict]:
-    """SRT/VTT cues in file order with their grammar status; numbers are the SRT counters where present."""
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    blocks: list[list[str]] = []
-    cur: list[str] = []
-    for line in lines:
-        if line.strip():
-            cur.append(line)
-        elif cur:
-            blocks.append(cur)
-            cur = []
-    if cur:
-        blocks.append(cur)
-    timing_re = _SRT_TIMING if fmt == "srt" else _VTT_TIMING
-    cues: list[dict] = []
-    for block in blocks:
-        if fmt == "vtt":
-            head = block[0].strip()
-            if head.startswith("WEBVTT") or head.split(" ")[0] in ("NOTE", "STYLE", "REGION"):
-                continue
-        number = None
-        body = block
-        if fmt == "srt" and block[0].strip().isdigit():
-            number = int(block[0].strip())
-            body = block[1:]
-        elif fmt == "vtt" and len(block) > 1 and "-->" not in block[0] and "-->" in block[1]:
-            body = block[1:]  # cue identifier
-        if number is None:
-            number = (cues[-1]["cue"] + 1) if cues else 1
-        row = {"cue": number, "grammar_ok": True, "grammar_error": "", "start_s": None, "end_s": None}
-        match = timing_re.match(body[0]) if body else None
-        if not body:
-            row.update(grammar_ok=False, grammar_error="counter without timing line or text")
-        elif match is None:
-            row.update(grammar_ok=False, grammar_error=f"bad timing line {body[0].strip()[:60]!r}")
-        else:
-            g = match.groups()
-            start, end = _secs(*g[0:4]), _secs(*g[4:8])
-            if start is None or end is None:
-                row.update(grammar_ok=False, grammar_error=f"out-of-range timestamp {body[0].strip()[:60]!r}")
-            elif len(body) < 2:
-                row.update(grammar_ok=False, grammar_error="cue has no text", start_s=start, end_s=end)
-            else:
-                row.update(start_s=start, end_s=end)
-        cues.append(row)
-    return cues
-
-
-def measure_subtitles(uri: str, workdir: Path, media_duration_s: float | None = None) -> tuple[dict, list[dict]]:
-    """(file row, cue rows) for a subtitle file."""
-    import pysubs2
-
-    file_row: dict[str, Any] = {"readable": True, "readable_error": "", "encoding": "", "cue_count": None}
-    try:
-        path = local_path(uri, workdir)
-        data = path.read_bytes()
-    except (OSError, FileNotFoundError) as e:
-        file_row.update(readable=False, readable_error=f"cannot read the file ({e.__class__.__name__})")
-        return file_row, []
-    if not data.strip():
-        file_row.update(readable=False, readable_error="the file is empty")
-        return file_row, []
-    text, encoding, is_utf8, error = _decode_text(data)
-    if text is None:
-        file_row.update(readable=False, readable_error=error)
-        return file_row, []
-    file_row["encoding"] = encoding
-    file_row["encoding_ok"] = is_utf8
-    if "\x00" in text[:4096]:
-        file_row.update(readable=False, readable_error="binary data, not a text subtitle file")
-        return file_row, []
-    try:
-        fmt = pysubs2.formats.autodetect_format(text)
-    except Exception as e:  # noqa: BLE001 - pysubs2 raises several types
-        file_row.update(readable=False, readable_error=f"not SRT/ASS/VTT ({e.__class__.__name__})")
-        return file_row, []
-    file_row["format"] = fmt
-    if fmt in ("srt", "vtt"):
-        cues = _scan_cues(text, fmt)
-        try:
-            pysubs2.SSAFile.from_string(text, format_=fmt)
-        except Exception as e:  # noqa: BLE001
-            if not cues:
-                file_row.update(readable=False, readable_error=f"unparseable {fmt} ({e})")
-                return file_row, []
-    elif fmt in ("ass", "ssa"):
-        try:
-            subs = pysubs2.SSAFile.from_string(text, format_=fmt)
-        except Exception as e:  # noqa: BLE001
-            file_row.update(readable=False, readable_error=f"unparseable {fmt} ({e})")
-            return file_row, []
-        cues = [{"cue": i, "grammar_ok": True, "grammar_error": "", "start_s": ev.start / 1000.0,
-                 "end_s": ev.end / 1000.0} for i, ev in enumerate((e for e in subs.events if not e.is_comment), 1)]
-    else:
-        file_row.update(readable=False, readable_error=f"{fmt} is not a supported subtitle format (SRT/ASS/VTT)")
-        return file_row, []
-    latest_end = None
-    for row in cues:
-        start, end = row["start_s"], row["end_s"]
-        row["duration_s"] = (end - start) if start is not None and end is not None else None
-        row["overlap_s"] = None
-        row["past_end_s"] = None
-        if start is None or end is None:
-            continue
-        if latest_end is not None:
-            row["overlap_s"] = round(latest_end - start, 6)
-        if end >= start:
-            latest_end = end if latest_end is None else max(latest_end, end)
-        if media_duration_s is not None:
-            row["past_end_s"] = round(end - media_duration_s, 6)
-    file_row["cue_count"] = len(cues)
-    return file_row, cues
 
 
 # --------------------------------------------------------------------------------------------------- validation

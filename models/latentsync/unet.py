@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import load_unet_state_dict, read_official_unet_checkpoint, read_pretrained, save_model

@@ -173,18 +173,3 @@ def test_trim_and_pad_silence_cut(counter_video, tmp_path):
     assert seg.video_uri == str(counter_video)
     audio, _ = sf.read(seg.audio_uri)
     assert audio.shape == (50 * 640,) and not audio[int(1.2 * SR):].any()
-
-
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_split_nonsilent_equals_librosa_split(seed):
-    import librosa
-
-    from lipline.tasks.segment import split_nonsilent
-
-    rng = np.random.default_rng(seed)
-    y = (rng.standard_normal(16000 * 7) * 0.1).astype(np.float32)
-    for start in rng.integers(0, y.size - 8000, 6):
-        y[start:start + int(rng.integers(800, 8000))] *= 1e-4  # pauses of 50-500 ms
-    ours = split_nonsilent(y, top_db=40, frame_length=640, hop_length=160)
-    theirs = librosa.effects.split(y, top_db=40, frame_length=640, hop_length=160)
-    assert np.array_equal(ours, theirs)
