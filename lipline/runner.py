@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -44,9 +45,18 @@ def quiet_expected_failures() -> None:
                 handler.addFilter(_HideUserErrors())
 
 
+def _warm_validation() -> None:
+    """Import great-expectations and build its context (≈ 2.5 s) while Prefect's embedded server starts."""
+    with contextlib.suppress(Exception):  # a warm-up only: validation does the same work itself if this failed
+        from lipline.tasks.validate import _gx
+
+        _gx()
+
+
 def run_localize(params: LocalizeParams, *, show_progress: bool = True, console: Console | None = None):
     """Execute `localize` and return its `LocalizeResult`; Lipline errors propagate unchanged."""
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    threading.Thread(target=_warm_validation, name="lipline-warm-gx", daemon=True).start()
     from lipline.flows.localize import localize
 
     quiet_expected_failures()

@@ -109,9 +109,18 @@ def load_contract(role: str, overrides: Mapping[str, Any] | None = None):
     return gx.ExpectationSuite(**data)
 
 
-@functools.cache
+_GX_LOCK = threading.Lock()
+
+
 def _gx():
-    """(gx module, batch definition) on a cached ephemeral context without progress bars."""
+    """(gx module, batch definition) on a cached ephemeral context; built once even when warmed in a thread."""
+    with _GX_LOCK:
+        return _gx_context()
+
+
+@functools.cache
+def _gx_context():
+    """(gx module, batch definition) on an ephemeral context without progress bars."""
     import logging
 
     import great_expectations as gx
