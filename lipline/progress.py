@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 Listener = Callable[[str, float], None]  # (stage description, fraction 0..1 of the whole job)
@@ -23,6 +24,37 @@ def listening(listener: Listener) -> Iterator[None]:
             _listeners.remove(listener)
 
 
+class ProgressArtifact:
+    """One Prefect progress artifact, created on the first report inside a run and updated at most once a second
+    (the last report always goes through). Outside a run, or if the API refuses, reports are dropped: progress is
+    informative and never fails a job."""
+
+    def __init__(self, key: str, description: str, min_interval_s: float = 1.0) -> None:
+        self.key = re.sub(r"[^a-z0-9-]+", "-", key.lower())[:64]
+        self.description, self.min_interval_s = description, min_interval_s
+        self.artifact_id = None
+        self.last = 0.0
+
+    def __call__(self, fraction: float) -> None:
+        now = time.monotonic()
+        if fraction < 1.0 and now - self.last < self.min_interval_s:
+            return
+        self.last = now
+        try:
+            from prefect.artifacts import create_progress_artifact, update_progress_artifact
+            from prefect.context import FlowRunContext
+
+            if FlowRunContext.get() is None:
+                return
+            if self.artifact_id is None:
+                self.artifact_id = create_progress_artifact(progress=100 * fraction, key=self.key,
+                                                            description=self.description)
+            else:
+                update_progress_artifact(self.artifact_id, progress=100 * fraction)
+        except (ImportError, RuntimeError, ValueError):
+            pass
+
+
 class JobProgress:
     """Maps stage-local progress onto the whole job and publishes it (artifact + local listeners)."""
 
@@ -32,27 +64,11 @@ class JobProgress:
     def __init__(self, job_id: str) -> None:
         self.job_id = job_id
         self.done: dict[str, float] = {}
-        self.artifact_id = None
+        self.artifact = ProgressArtifact(f"progress-{job_id}", f"Lipline job {job_id}", min_interval_s=0.0)
 
     def update(self, stage: str, fraction: float = 1.0) -> None:
         self.done[stage] = max(0.0, min(1.0, fraction))
         total = sum(self.STAGES[s] * f for s, f in self.done.items())
-        self._publish(stage, total)
-
-    def _publish(self, stage: str, total: float) -> None:
         for listener in list(_listeners):
             listener(stage, total)
-        try:
-            from prefect.artifacts import create_progress_artifact, update_progress_artifact
-            from prefect.context import FlowRunContext
-
-            if FlowRunContext.get() is None:
-                return
-            if self.artifact_id is None:
-                self.artifact_id = create_progress_artifact(
-                    progress=100 * total, key=re.sub(r"[^a-z0-9-]+", "-", f"progress-{self.job_id}".lower())[:64],
-                    description=f"Lipline job {self.job_id}")
-            else:
-                update_progress_artifact(self.artifact_id, progress=100 * total)
-        except (ImportError, RuntimeError, ValueError):
-            pass  # progress is informative; never fail a job over it
+        self.artifact(total)

@@ -24,7 +24,6 @@ import dataclasses
 import os
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
@@ -35,6 +34,7 @@ from prefect.cache_policies import NO_CACHE
 
 from lipline.errors import InputError, MediaToolError
 from lipline.media import FONT_FAMILY, ensure_font_dir, ffmpeg_exe, filter_path, filter_value
+from lipline.progress import ProgressArtifact
 from lipline.records import FinalOutputs, PostParams
 from lipline.tasks.merge import VideoStreamStats, video_stream_stats
 from lipline.tasks.subtitle_files import decode_subtitle_bytes
@@ -272,36 +272,13 @@ def finalize(main_video_uri: str, delivery_audio_uri: str, out_dir: Path, params
                         duration_s=float(total_s), fps=float(rate), frame_count=total_frames)
 
 
-def _prefect_progress() -> ProgressFn | None:
-    """A progress callback feeding a Prefect progress artifact (None outside a run)."""
-    try:
-        from prefect.artifacts import create_progress_artifact, update_progress_artifact
-
-        artifact_id = create_progress_artifact(0.0, key="final-encode", description="Final encode")
-    except Exception:  # no run context / API: progress is optional
-        return None
-    state = {"t": 0.0}
-
-    def report(fraction: float) -> None:
-        now = time.monotonic()
-        if fraction < 1.0 and now - state["t"] < 1.0:
-            return
-        state["t"] = now
-        try:
-            update_progress_artifact(artifact_id, round(fraction * 100, 1))
-        except Exception:
-            pass
-
-    return report
-
-
 @task(name="post", cache_policy=NO_CACHE,
       description="One final encode: subtitles, intro/outro, delivery audio, sidecars")
 def post(main_video_uri: str, delivery_audio_uri: str, out_dir: Path, params: PostParams,
          subtitles_uri: str | None = None, intro_uri: str | None = None, outro_uri: str | None = None,
          progress: ProgressFn | None = None, main_frame_limit: int | None = None) -> FinalOutputs:
     return finalize(main_video_uri, delivery_audio_uri, out_dir, params, subtitles_uri, intro_uri, outro_uri,
-                    progress=progress or _prefect_progress(), main_frame_limit=main_frame_limit)
+                    progress=progress or ProgressArtifact("final-encode", "Final encode"), main_frame_limit=main_frame_limit)
 
 
 __all__ = ["FinalOutputs", "PostParams", "decode_subtitle_bytes", "finalize", "load_subtitles", "post",

@@ -27,3 +27,10 @@ def conformance_dir() -> Path:
 @pytest.fixture(scope="session")
 def conformance_manifest(conformance_dir: Path) -> dict:
     return json.loads((conformance_dir / "manifest.json").read_text())
+
+
+@pytest.fixture(autouse=True)
+def _no_mask_env(monkeypatch):
+    """Tests choose the mask explicitly; an operator's LIPLINE_LATENTSYNC_MASK must not leak in."""
+    monkeypatch.delenv("LIPLINE_LATENTSYNC_MASK", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -22,12 +22,6 @@ def release(tmp_path_factory):
     return write_tiny_release(tmp_path_factory.mktemp("ls16") / "hub", "1.6")
 
 
-@pytest.fixture(autouse=True)
-def _env(monkeypatch):
-    monkeypatch.delenv(weights.MASK_ENV, raising=False)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-
 def test_from_pretrained_via_hf_home(release, monkeypatch):
     from diffusers import AutoencoderKL, DDIMScheduler
 

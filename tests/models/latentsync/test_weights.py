@@ -22,11 +22,6 @@ def release(tmp_path_factory):
     return write_tiny_release(tmp_path_factory.mktemp("ls15") / "hub", "1.5")
 
 
-@pytest.fixture(autouse=True)
-def _no_mask_env(monkeypatch):
-    monkeypatch.delenv(weights.MASK_ENV, raising=False)
-
-
 def test_required_files_per_version():
     for version, repo in (("1.5", "ByteDance/LatentSync-1.5"), ("1.6", "ByteDance/LatentSync-1.6")):
         refs = [f.ref for f in weights.required_files(version)]
