@@ -6,7 +6,6 @@ Nothing here imports torch, diffusers or transformers: `lipline --help` stays fa
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -15,10 +14,6 @@ import typer
 from rich.console import Console
 
 from lipline.errors import LiplineError
-
-for _key, _value in (("DO_NOT_TRACK", "1"), ("PREFECT_SERVER_ANALYTICS_ENABLED", "false"),
-                     ("GX_ANALYTICS_ENABLED", "false")):
-    os.environ.setdefault(_key, _value)
 
 app = typer.Typer(help="Lipline: lip-synced, loudness-normalized, subtitled deliverables.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)

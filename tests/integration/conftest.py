@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from lipline import PREFECT_ENV_DEFAULTS
 from tests.s3server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -123,7 +124,7 @@ def prefect_stack(s3_server, tmp_path_factory) -> PrefectStack:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "LIPLINE_"))}
     env.update({
         "PREFECT_HOME": str(base / "prefect-home"), "PREFECT_API_URL": api,
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1", "GX_ANALYTICS_ENABLED": "false",
+        **PREFECT_ENV_DEFAULTS,
         "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PREFECT_LOGGING_LEVEL": "INFO",
         "LIPLINE_STORE": store, **s3_server.env(),
     })
