@@ -31,6 +31,7 @@ from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
 from lipline.errors import InputError, MediaToolError
+from lipline.frames import FrameReader
 from lipline.params import AudioLonger, VideoLonger, parse_length_mode
 from lipline.records import Record, Segment
 from lipline.tasks.pauses import Pause, Samples, find_pauses
@@ -271,83 +272,7 @@ def plan_segments(model_audio_path: str | Path, video_frames: int, fps: float | 
 # ------------------------------------------------------------------------------------------------ cutting
 
 
-class _FrameReader:
-    """Frames of a CFR video by index, decoding forward and seeking only on jumps; holds no frames itself."""
-
-    def __init__(self, path: Path, rate: Fraction, n_frames: int) -> None:
-        self.container = av.open(os.fspath(path))
-        self.stream = self.container.streams.video[0]
-        self.stream.thread_type = "AUTO"
-        self.rate = rate
-        self.n_frames = n_frames
-        self.tb = Fraction(self.stream.time_base)
-        first = next(self.container.decode(self.stream), None)
-        if first is None:
-            self.container.close()
-            raise MediaToolError(f"{path}: no video frame decodes")
-        self.t0 = Fraction(first.pts) * self.tb if first.pts is not None else Fraction(0)
-        self.max_skip = 2 * int(rate) + 2  # decode forward rather than seek for short jumps
-        self._it: Iterator | None = None
-        self._cursor = 0
-        self._last = None
-        self._peek = None
-        self._seek(0)
-
-    def close(self) -> None:
-        self.container.close()
-
-    def _seek(self, index: int) -> None:
-        target = self.t0 + Fraction(index) / self.rate
-        pts = math.floor((target - Fraction(1, 2) / self.rate) / self.tb)
-        self.container.seek(max(pts, int(self.t0 / self.tb)), stream=self.stream, backward=True, any_frame=False)
-        self._it = self.container.decode(self.stream)
-        self._cursor = index  # the iterator can deliver any index >= this one
-        self._last = None
-        self._peek = None
-
-    def _index(self, frame) -> int:
-        if frame.pts is None:
-            return self._cursor
-        return round((Fraction(frame.pts) * self.tb - self.t0) * self.rate)
-
-    def frames(self, start: int, stop: int) -> Iterator:
-        """Yield exactly stop - start frames for source indices start..stop-1 (repeats the last if the file ends)."""
-        want = start
-        if self._last is not None and self._peek is None and start == self._cursor - 1 and want < stop:
-            want += 1
-            yield self._last
-        elif start < self._cursor or start - self._cursor > self.max_skip:
-            self._seek(start)
-        while want < stop:
-            if self._peek is not None:
-                frame, idx = self._peek
-                self._peek = None
-            else:
-                try:
-                    frame = next(self._it)
-                except StopIteration:
-                    if self._last is None:
-                        raise MediaToolError(f"no video frame decodes at index {want}") from None
-                    yield self._last  # the file ended early: hold the last frame
-                    want += 1
-                    continue
-                idx = self._index(frame)
-            if idx < want:  # pre-roll after a seek
-                self._last = frame
-                continue
-            # idx >= want; indices missing before idx (not in a CFR file) show this frame
-            self._last = frame
-            self._cursor = idx + 1
-            while want <= idx and want < stop:
-                yield frame
-                want += 1
-            if idx >= stop:
-                self._peek = (frame, idx)
-                self._last = None
-                self._cursor = stop
-
-
-def _run_frames(reader: _FrameReader, run: FrameRun, chunk: int) -> Iterator:
+def _run_frames(reader: FrameReader, run: FrameRun, chunk: int) -> Iterator:
     if run.step == 1:
         yield from reader.frames(run.src_start, run.src_start + run.length)
     elif run.step == 0:
@@ -365,7 +290,7 @@ def _run_frames(reader: _FrameReader, run: FrameRun, chunk: int) -> Iterator:
             hi = lo
 
 
-def _encode_segment(reader: _FrameReader, runs: list[FrameRun], rate: Fraction, out: Path, width: int,
+def _encode_segment(reader: FrameReader, runs: list[FrameRun], rate: Fraction, out: Path, width: int,
                     height: int) -> int:
     chunk = max(8, REVERSE_BUDGET_BYTES // max(1, width * height * 3 // 2))
     with av.open(os.fspath(out), "w", format="mp4") as oc:
@@ -414,7 +339,7 @@ def cut_segments(plan: SegmentPlan, normalized_video_uri: str, model_audio_uri: 
         _write_audio(audio, seg.audio_start, seg.audio_end, wav)
         return [Segment(index=0, start_frame=0, end_frame=plan.total_frames, fps=plan.fps,
                         video_uri=str(normalized_video_uri), audio_uri=str(wav))]
-    reader = _FrameReader(video, rate, plan.source_frames)
+    reader = FrameReader(video, rate, plan.source_frames)
     try:
         width = reader.stream.codec_context.width
         height = reader.stream.codec_context.height
