@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -15,6 +16,15 @@ class Record(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+RATE_PATTERN = r"^[1-9][0-9]*/[1-9][0-9]*$"
+
+
+def rate_text(rate: Fraction | int | str) -> str:
+    """An exact frame rate as the "num/den" text the records carry (and ffmpeg accepts): "30/1", "30000/1001"."""
+    rate = Fraction(rate)
+    return f"{rate.numerator}/{rate.denominator}"
+
+
 class VideoInfo(Record):
     codec: str
     width: int = Field(description="Stored width in pixels (before display rotation)")
@@ -23,11 +33,20 @@ class VideoInfo(Record):
     display_height: int
     rotation: int = Field(0, description="Clockwise display rotation in degrees: 0, 90, 180 or 270")
     pix_fmt: str | None = None
-    fps: float = Field(description="Mean frame rate from decoded timestamps")
+    fps: float = Field(description="Frame rate from decoded timestamps: `rate` as a float for a constant-rate "
+                                   "stream, the mean rate of a variable-rate one")
+    rate: str | None = Field(None, pattern=RATE_PATTERN,
+                             description="Exact rational frame rate 'num/den' (e.g. '30/1', '30000/1001'): the declared "
+                                         "or standard rate the decoded timestamps confirm")
     nominal_fps: float | None = Field(None, description="Frame rate the container declares")
     constant_fps: bool
     frame_count: int = Field(description="Frames actually decoded")
     duration_s: float = Field(description="Duration from decoded frames (headers are not trusted)")
+
+    @property
+    def frame_rate(self) -> Fraction | None:
+        """`rate` as a Fraction (None for an old record without it)."""
+        return Fraction(self.rate) if self.rate else None
 
 
 class AudioInfo(Record):
@@ -149,3 +168,4 @@ class FinalOutputs(Record):
     duration_s: float = Field(description="Expected duration: intro + main + outro frames / fps")
     fps: float = Field(description="Delivery frame rate = source frame rate")
     frame_count: int = Field(description="Expected video frames in final.mp4")
+    rate: str = Field(pattern=RATE_PATTERN, description="Exact delivery frame rate 'num/den' (= the source's)")

@@ -26,6 +26,7 @@ from prefect.cache_policies import NO_CACHE
 
 from lipline.errors import MediaToolError
 from lipline.media import run_ffmpeg
+from lipline.tasks.probe import exact_frame_rate, rate_tolerance
 from lipline.uris import local_path
 
 
@@ -35,7 +36,7 @@ class VideoStreamStats:
 
     frames: int
     duration: Fraction          # seconds, from the packet timestamps (first pts to last pts + last duration)
-    fps: Fraction               # the stream's average / guessed rate
+    fps: Fraction               # the exact rate (`tasks.probe.exact_frame_rate`): declared/standard, confirmed
     width: int
     height: int
     has_audio: bool
@@ -61,14 +62,16 @@ def video_stream_stats(path: Path) -> VideoStreamStats:
                 end = packet.pts + (packet.duration or 0)
                 first = packet.pts if first is None else min(first, packet.pts)
                 last_end = end if last_end is None else max(last_end, end)
-            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-            fps = Fraction(rate).limit_denominator(1001) if rate else Fraction(0)  # 25, 30000/1001, ...
             if first is None or last_end is None or tb is None:
                 duration = Fraction(0)
                 start = Fraction(0)
             else:
                 duration = Fraction(last_end - first) * Fraction(tb)
                 start = Fraction(first) * Fraction(tb)
+            # the exact rate (25, 30/1, 30000/1001, ...): the declared or standard rate the timestamps confirm
+            measured = frames / duration if frames and duration else None
+            fps = exact_frame_rate(measured, (stream.average_rate, stream.guessed_rate, stream.base_rate),
+                                   tolerance=rate_tolerance(tb, float(duration))) or Fraction(0)
             if fps and frames and abs(duration - frames / fps) > Fraction(1, 2) / fps:
                 # packet durations missing or odd: trust the frame count at the declared rate
                 duration = frames / fps

@@ -34,14 +34,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from lipline.errors import InputError, MediaToolError
 from lipline.params import LOUDNESS_PRESETS, LoudnessPreset
-from lipline.records import LoudnessMeasure, MediaProbe, Record
+from lipline.records import LoudnessMeasure, MediaProbe, Record, VideoInfo
 from lipline.media import run_ffmpeg
+from lipline.tasks.probe import STANDARD_RATES, exact_frame_rate
 from lipline.uris import local_path
 
 __all__ = [
     "LOUDNESS_PRESETS", "LoudnessPreset", "AudioNormalizeParams", "NormalizedAudio", "NormalizedVideo",
     "INTERMEDIATE_X264", "normalize_audio", "normalize_video", "normalize_audio_task", "normalize_video_task",
-    "conformance_reasons", "fps_fraction", "target_for",
+    "conformance_reasons", "fps_fraction", "source_rate", "target_for", "STANDARD_RATES",
 ]
 
 DELIVERY_RATE = 48000
@@ -49,8 +50,6 @@ MODEL_RATE = 16000
 OVERSAMPLED_RATE = 192000
 # Fast, visually lossless intermediate (CAVLC, no B-frames: cheap to write and to decode again).
 INTERMEDIATE_X264: dict[str, str] = {"preset": "ultrafast", "crf": "10"}
-STANDARD_RATES = (Fraction(24000, 1001), Fraction(24), Fraction(25), Fraction(30000, 1001), Fraction(30),
-                  Fraction(48), Fraction(50), Fraction(60000, 1001), Fraction(60), Fraction(15), Fraction(12))
 
 
 def target_for(preset: LoudnessPreset) -> float:
@@ -228,16 +227,17 @@ def normalize_audio(audio_uri: str, out_dir: Path, target_lufs: float = -16.0, t
 
 
 def fps_fraction(fps: float, nominal: float | None = None) -> Fraction:
-    """An exact rate for a measured one: a standard rate within 0.5 % (29.97 → 30000/1001), else 1/1000 precision."""
-    for candidate in (nominal, fps):
-        if candidate and candidate > 0:
-            for std in STANDARD_RATES:
-                if abs(candidate - float(std)) <= 0.005 * float(std):
-                    return std
-    value = nominal if nominal and fps and abs(nominal - fps) <= 0.05 * fps else fps
+    """An exact rate for a float one (a record without ``rate``): the closest standard rate within 0.5 %
+    (29.97 → 30000/1001, 30.0 → 30, never the first one near), else the value itself (denominators ≤ 1001)."""
+    value = fps if fps and fps > 0 else nominal
     if not value or value <= 0:
         raise ValueError(f"invalid frame rate {fps!r}")
-    return Fraction(round(value * 1000), 1000)
+    return exact_frame_rate(Fraction(value), tolerance=0.005)
+
+
+def source_rate(video: VideoInfo) -> Fraction:
+    """The exact rate to deliver a source at: its probed rational rate (floats only for records without one)."""
+    return video.frame_rate or fps_fraction(video.fps, video.nominal_fps)
 
 
 def conformance_reasons(probe: MediaProbe) -> list[str]:
@@ -284,7 +284,7 @@ def normalize_video(video_uri: str, out_dir: Path, probe: MediaProbe | None = No
     v = probe.video
     if v is None:
         raise InputError(str(video_uri), "video stream", "no video stream", "Provide a file with a video track.")
-    rate = fps_fraction(v.fps, v.nominal_fps)
+    rate = source_rate(v)
     reasons = conformance_reasons(probe)
     out = out_dir / "video.mp4"
     if not reasons:

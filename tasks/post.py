@@ -35,7 +35,7 @@ from prefect.cache_policies import NO_CACHE
 from lipline.errors import InputError, MediaToolError
 from lipline.media import FONT_FAMILY, ensure_font_dir, ffmpeg_exe, filter_path, filter_value
 from lipline.progress import ProgressArtifact
-from lipline.records import FinalOutputs, PostParams
+from lipline.records import FinalOutputs, PostParams, rate_text
 from lipline.tasks.merge import VideoStreamStats, video_stream_stats
 from lipline.tasks.subtitle_files import decode_subtitle_bytes
 from lipline.uris import local_path
@@ -199,6 +199,9 @@ def finalize(main_video_uri: str, delivery_audio_uri: str, out_dir: Path, params
         main = video_stream_stats(main_path)
         if not main.fps or main.frames == 0:
             raise MediaToolError(f"{main_video_uri}: no usable video frames / frame rate")
+        if main_frame_limit is not None and main_frame_limit > main.frames:
+            raise MediaToolError(f"{main_video_uri} has {main.frames} frames, the job's timeline {main_frame_limit}: "
+                                 "a stage lost frames")
         if main_frame_limit is not None and main_frame_limit < main.frames:
             main = dataclasses.replace(main, frames=main_frame_limit)
         rate, width, height = main.fps, main.width, main.height
@@ -257,19 +260,23 @@ def finalize(main_video_uri: str, delivery_audio_uri: str, out_dir: Path, params
             args += ["-map", f"{next_index}:s:0", "-c:s", "mov_text",
                      "-metadata:s:s:0", f"language={params.subtitle_language}"]
         args += ["-c:v", "libx264", "-preset", params.preset, "-crf", str(params.crf), "-pix_fmt", "yuv420p",
-                 "-r", str(rate), "-fps_mode", "cfr",
+                 "-r", rate_text(rate), "-fps_mode", "cfr",
                  "-c:a", "aac", "-b:a", params.audio_bitrate, "-ar", str(SAMPLE_RATE), "-ac", "2",
                  "-movflags", "+faststart", "-f", "mp4", partial]
         try:
             run_ffmpeg_with_progress(args, what="encoding the deliverable", expected_s=float(total_s),
                                      progress=progress, workdir=work)
+            encoded = video_stream_stats(partial)
+            if (encoded.frames, encoded.fps) != (total_frames, rate):
+                raise MediaToolError(f"the final encode wrote {encoded.frames} frames at {rate_text(encoded.fps)} fps, "
+                                     f"expected {total_frames} at {rate_text(rate)}")
             os.replace(partial, final)
         finally:
             if partial.exists():
                 partial.unlink()
     return FinalOutputs(video_path=str(final), srt_path=str(srt_out) if srt_out else None,
                         vtt_path=str(vtt_out) if vtt_out else None, intro_offset_s=float(intro_offset),
-                        duration_s=float(total_s), fps=float(rate), frame_count=total_frames)
+                        duration_s=float(total_s), fps=float(rate), rate=rate_text(rate), frame_count=total_frames)
 
 
 @task(name="post", cache_policy=NO_CACHE,

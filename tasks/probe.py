@@ -13,9 +13,13 @@ returned `MediaProbe` comes from the *decoded* streams:
   0.01 s; so a 10-minute 1080p30 file costs roughly 20-60 s of decode depending on the content. We accept that
   once per input (validation runs once per job) and decode with ``thread_type = "AUTO"``.
   ``skip_frame = "NONKEY"`` is *not* used: it would break frame counting.
-* fps is the mean rate from decoded timestamps, ``(n - 1) / (last_pts - first_pts)``. The stream is constant
-  frame rate when at most 1 % of the timestamp deltas differ from the median delta by more than 15 % plus one
-  time-base tick (that absorbs the 33/34 ms rounding jitter of 1/1000 time bases at 29.97 fps).
+* The mean rate comes from decoded timestamps, ``(n - 1) / (last_pts - first_pts)``, as an exact fraction. The
+  stream is constant frame rate when at most 1 % of the timestamp deltas differ from the median delta by more than
+  15 % plus one time-base tick (that absorbs the 33/34 ms rounding jitter of 1/1000 time bases at 29.97 fps).
+* ``VideoInfo.rate`` is the stream's **exact rational rate** ("30/1", "30000/1001"; `exact_frame_rate`): the
+  candidate closest to the measured mean among the rates the stream declares and the standard rates, when it lies
+  within the timestamps' precision; else the mean itself (limited to denominators ≤ 1001). 30 fps is never taken
+  for 30000/1001: they differ by 0.1 %, far more than the timestamps' error. ``fps`` is that rate as a float.
 * Rotation comes from the display-matrix side data of the decoded frames (FFmpeg attaches the stream's matrix
   to every frame). PyAV reports it counter-clockwise; `VideoInfo.rotation` stores it clockwise in 0/90/180/270,
   the convention of the classic ``rotate`` tag, and the display size swaps width and height for 90/270.
@@ -37,10 +41,10 @@ import av
 import numpy as np
 
 from lipline.errors import InputError
-from lipline.records import AudioInfo, MediaProbe, VideoInfo
+from lipline.records import AudioInfo, MediaProbe, VideoInfo, rate_text
 from lipline.uris import local_path
 
-__all__ = ["probe_media", "probe", "sniff_container"]
+__all__ = ["probe_media", "probe", "sniff_container", "exact_frame_rate", "rate_tolerance", "STANDARD_RATES"]
 
 # Relative deviation from the median frame interval that still counts as the same interval.
 VFR_REL_TOLERANCE = 0.15
@@ -49,6 +53,16 @@ VFR_MAX_OUTLIER_FRACTION = 0.01
 # Decoded duration this much shorter than the container's declared duration means "truncated".
 TRUNCATION_MIN_S = 0.5
 TRUNCATION_REL = 0.05
+
+# Rates a stream is snapped to when its timestamps say so (besides the rates it declares itself).
+STANDARD_RATES: tuple[Fraction, ...] = (
+    Fraction(24000, 1001), Fraction(24), Fraction(25), Fraction(30000, 1001), Fraction(30), Fraction(48),
+    Fraction(50), Fraction(60000, 1001), Fraction(60), Fraction(100), Fraction(120000, 1001), Fraction(120),
+    Fraction(15), Fraction(12), Fraction(10))
+# Snapping window of a variable-rate stream's mean rate (its mean is not a real rate anyway).
+VFR_SNAP_REL = 0.005
+# Smallest snapping window of a constant-rate stream (relative): far below 1/1001 (30 vs 30000/1001).
+CFR_SNAP_REL = 1e-4
 
 _DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "4.0", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
 
@@ -86,21 +100,59 @@ def _first_video(container: av.container.InputContainer):
     return None
 
 
-def _fps_stats(pts: np.ndarray, time_base: Fraction) -> tuple[float | None, bool, float]:
-    """(mean fps, constant?, duration in s) from presentation timestamps in time-base ticks."""
-    if pts.size == 0:
+def rate_tolerance(time_base: Fraction | None, span_s: float, constant: bool = True) -> float:
+    """Relative precision of a mean rate measured over `span_s` seconds of timestamps in `time_base` ticks.
+
+    Each end of the span is rounded to a tick, so the span is known to about one tick: a 29.97 fps MKV (1 ms ticks)
+    measured over 2 s is exact to 0.05 %. Variable-rate streams snap within 0.5 % (their mean is no real rate).
+    """
+    if not constant:
+        return VFR_SNAP_REL
+    if not time_base or span_s <= 0:
+        return CFR_SNAP_REL
+    return max(CFR_SNAP_REL, 1.5 * float(time_base) / span_s)
+
+
+def exact_frame_rate(mean: Fraction | float | None, declared=(), *, tolerance: float = CFR_SNAP_REL) -> Fraction | None:
+    """The exact rational frame rate of a stream whose timestamps give the mean rate `mean`.
+
+    The `STANDARD_RATES` within `tolerance` (relative) of `mean` come first, the **closest** one wins; then the rates
+    the stream `declares` (PyAV's ``average_rate``, ``guessed_rate``), which may be estimates themselves (an MKV
+    with 1 ms timestamps declares 19001/317 for 60000/1001); else the mean itself, limited to denominators ≤ 1001.
+    Without a measured mean, the first declared rate.
+    """
+    rates = [Fraction(d) for d in declared if _positive(d)]
+    if not _positive(mean):
+        return rates[0] if rates else None
+    mean = Fraction(mean)
+    for candidates in (STANDARD_RATES, rates):
+        near = [c for c in candidates if abs(c - mean) <= Fraction(tolerance) * mean]
+        if near:
+            return min(near, key=lambda c: abs(c - mean))
+    return mean.limit_denominator(1001)
+
+
+def _positive(value) -> bool:
+    try:
+        return value is not None and float(value) > 0
+    except (TypeError, ValueError, ZeroDivisionError):
+        return False
+
+
+def _fps_stats(pts: np.ndarray, time_base: Fraction) -> tuple[Fraction | None, bool, float]:
+    """(mean rate as an exact fraction, constant?, duration in s) from presentation timestamps in time-base ticks."""
+    if pts.size <= 1:
         return None, True, 0.0
     tb = float(time_base)
-    if pts.size == 1:
-        return None, True, 0.0
     pts = np.sort(pts)
     deltas = np.diff(pts).astype(np.float64)
     deltas = deltas[deltas > 0]
     if deltas.size == 0:
         return None, True, 0.0
-    span = float(pts[-1] - pts[0]) * tb
+    ticks = int(pts[-1] - pts[0])
+    span = ticks * tb
     median = float(np.median(deltas))
-    fps = (pts.size - 1) / span if span > 0 else None
+    fps = Fraction(pts.size - 1) / (ticks * Fraction(time_base)) if ticks > 0 else None
     deviating = np.abs(deltas - median) > (VFR_REL_TOLERANCE * median + 1.0)
     constant = bool(np.mean(deviating) <= VFR_MAX_OUTLIER_FRACTION)
     duration = span + median * tb
@@ -222,10 +274,15 @@ def _probe_open(uri: str, size: int, container) -> MediaProbe:
     video = None
     if vstream is not None:
         cc = vstream.codec_context
-        fps, constant, vdur = _fps_stats(np.asarray(vpts, dtype=np.int64), vstream.time_base or Fraction(1, 90000))
+        time_base = vstream.time_base or Fraction(1, 90000)
+        mean, constant, vdur = _fps_stats(np.asarray(vpts, dtype=np.int64), time_base)
         nominal = _float_rate(vstream.average_rate) or _float_rate(vstream.guessed_rate)
-        if fps is None and vcount:
-            fps = nominal or 0.0
+        declared = (vstream.average_rate, vstream.guessed_rate)
+        span = float((len(vpts) - 1) / mean) if mean else 0.0  # seconds between the first and last timestamps
+        rate = exact_frame_rate(mean, declared if constant else (), tolerance=rate_tolerance(time_base, span, constant))
+        fps = float(rate) if rate and constant else float(mean or 0.0)
+        if mean is None and vcount:
+            fps = float(rate or 0.0)
             vdur = vcount / fps if fps else 0.0
         width = frame_w or cc.width or vstream.width or 0
         height = frame_h or cc.height or vstream.height or 0
@@ -234,7 +291,7 @@ def _probe_open(uri: str, size: int, container) -> MediaProbe:
             codec=cc.name, width=width, height=height,
             display_width=height if swap else width, display_height=width if swap else height,
             rotation=rotation, pix_fmt=pix_fmt or (cc.format.name if cc.format else None),
-            fps=float(fps or 0.0), nominal_fps=nominal, constant_fps=constant,
+            fps=fps, rate=rate_text(rate) if rate else None, nominal_fps=nominal, constant_fps=constant,
             frame_count=vcount, duration_s=float(vdur),
         )
         if decode_error is None and vcorrupt:
