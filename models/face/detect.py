@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Iterator
 
-import cv2
 import numpy as np
+
+from lipline.models.face.video import ArrayFrame
 
 os.environ.setdefault("GLOG_minloglevel", "2")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -176,13 +177,11 @@ class FaceAnalyzer:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def detect(self, rgb: np.ndarray) -> list[Detection]:
-        """All faces in an (H, W, 3) uint8 RGB frame, sorted left to right."""
-        h, w = rgb.shape[:2]
-        scale = min(1.0, self.detect_side / max(h, w))
-        small = rgb if scale == 1.0 else cv2.resize(rgb, (round(w * scale), round(h * scale)),
-                                                     interpolation=cv2.INTER_AREA)
-        result = self._detector.process(small)
+    def detect(self, frame: np.ndarray | ArrayFrame) -> list[Detection]:
+        """All faces in a frame ((H, W, 3) uint8 RGB array or an `UprightFrame`), sorted left to right."""
+        frame = _as_frame(frame)
+        w, h = frame.width, frame.height
+        result = self._detector.process(frame.shrunk(self.detect_side))
         faces = []
         for det in result.detections or ():
             score = float(det.score[0]) if det.score else 0.0
@@ -197,7 +196,7 @@ class FaceAnalyzer:
         lose the face, so the next call searches its region afresh. (A new graph would log again.)"""
         self._mesh.process(np.zeros((self.mesh_side, self.mesh_side, 3), np.uint8))
 
-    def landmarks(self, rgb: np.ndarray, box: Box) -> FaceLandmarks | None:
+    def landmarks(self, frame: np.ndarray | ArrayFrame, box: Box) -> FaceLandmarks | None:
         """478 points of the face inside ``box`` (a detection box or the previous frame's landmark box).
 
         The square region (``roi_scale`` × the box's longer side, centred on it; outside the frame is black)
@@ -210,8 +209,7 @@ class FaceAnalyzer:
         s = self.mesh_side / side
         x0, y0 = cx - side / 2, cy - side / 2
         warp = np.array([[s, 0.0, -x0 * s], [0.0, s, -y0 * s]], dtype=np.float64)
-        roi = cv2.warpAffine(rgb, warp, (self.mesh_side, self.mesh_side), flags=cv2.INTER_LINEAR,
-                             borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+        roi = _as_frame(frame).warp(warp, self.mesh_side)
         if self._mesh_fresh:
             with _quiet_stderr():
                 result = self._mesh.process(roi)
@@ -227,6 +225,10 @@ class FaceAnalyzer:
         a, b = _EYE_OUTER
         yaw = math.degrees(math.atan2(float(depth[a] - depth[b]), float(points[b, 0] - points[a, 0])))
         return FaceLandmarks(points=points, depth=depth, yaw_deg=yaw)
+
+
+def _as_frame(frame: np.ndarray | ArrayFrame) -> ArrayFrame:
+    return frame if isinstance(frame, ArrayFrame) else ArrayFrame(frame)
 
 
 def face_problem(landmarks: FaceLandmarks, *, min_face_px: float = MIN_FACE_PX,

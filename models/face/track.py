@@ -32,7 +32,7 @@ from lipline.models.face.choice import FaceChoice
 from lipline.models.face.detect import (MAX_YAW_DEG, MIN_FACE_PX, Box, Detection, FaceAnalyzer, detector_version,
                                         face_problem)
 from lipline.models.face.facetrack import REASONS, FaceTrack, GapSpan  # noqa: F401 - re-exported
-from lipline.models.face.video import iter_frames
+from lipline.models.face.video import UprightFrame, iter_frames, iter_upright
 
 MAX_INTERPOLATED_GAP = 3
 MATCH_IOU = 0.3
@@ -65,14 +65,14 @@ class _Tracker:
         self.since_detect = detect_every
         self.frames_detected = 0
 
-    def step(self, rgb: np.ndarray) -> tuple[int, np.ndarray | None, float, float]:
+    def step(self, frame: UprightFrame) -> tuple[int, np.ndarray | None, float, float]:
         """One frame → (reason code, (478, 2) points or None, score, yaw in degrees)."""
         if self.box is None or self.since_detect >= self.detect_every:
-            self._detect(rgb)
+            self._detect(frame)
         self.since_detect += 1
         if self.box is None:
             return REASONS.index("no face"), None, 0.0, 0.0
-        mesh = self.analyzer.landmarks(rgb, self.box)
+        mesh = self.analyzer.landmarks(frame, self.box)
         if mesh is None:
             self.box = None
             return REASONS.index("no face"), None, 0.0, 0.0
@@ -80,8 +80,8 @@ class _Tracker:
         problem = face_problem(mesh, min_face_px=MIN_FACE_PX, max_yaw_deg=MAX_YAW_DEG)
         return (REASONS.index(problem) if problem else 0), mesh.points, self.score, mesh.yaw_deg
 
-    def _detect(self, rgb: np.ndarray) -> None:
-        faces = self.analyzer.detect(rgb)
+    def _detect(self, frame: UprightFrame) -> None:
+        faces = self.analyzer.detect(frame)
         self.frames_detected += 1
         self.since_detect = 0
         if self.box is not None:
@@ -140,8 +140,8 @@ def compute_face_track(video_path: str | Path, choice: str | FaceChoice = "large
     nan_points = np.full((N_POINTS, 2), np.nan, np.float32)
     header = None
     try:
-        for header, rgb in iter_frames(video_path):
-            reason, pts, score, yaw = tracker.step(rgb)
+        for header, frame in iter_upright(video_path):
+            reason, pts, score, yaw = tracker.step(frame)
             reasons.append(reason)
             points.append(nan_points if pts is None else pts)
             scores.append(score)
