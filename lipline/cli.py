@@ -136,6 +136,13 @@ try:
 except ImportError:  # pragma: no cover - weights CLI not installed
     pass
 
+try:
+    from lipline.faces_cli import faces as faces_command
+
+    app.command(name="faces")(faces_command)
+except ImportError:  # pragma: no cover - faces CLI not installed
+    pass
+
 
 def main() -> None:
     try:
