@@ -45,6 +45,11 @@ def moving_tracks(clip_dir, analyzer) -> dict[int, FaceTrack]:
     return {n: compute_face_track(clip_dir / "moving.mp4", detect_every=n, analyzer=analyzer) for n in (1, 10)}
 
 
+@pytest.fixture(scope="session")
+def leaving_track(clip_dir, analyzer) -> FaceTrack:
+    return compute_face_track(clip_dir / "leaving.mp4", analyzer=analyzer)
+
+
 def _centres_x(track: FaceTrack) -> np.ndarray:
     return track.boxes[:, 0] + track.boxes[:, 2] / 2
 
@@ -79,8 +84,8 @@ def test_detect_every_10_is_as_accurate_as_every_frame(moving_tracks, clip_dir, 
     assert np.nanmax(np.abs(anchors_from_mesh(fresh) - sparse.anchors)) <= 3.0
 
 
-def test_face_leaving_for_two_seconds_is_a_no_face_span(clip_dir, analyzer):
-    track = compute_face_track(clip_dir / "leaving.mp4", analyzer=analyzer)
+def test_face_leaving_for_two_seconds_is_a_no_face_span(leaving_track):
+    track = leaving_track
     (span,) = track.spans
     assert span.reason == "no face"
     away = int(C.LEAVE_START_S * C.FPS), int(C.LEAVE_END_S * C.FPS)
@@ -154,8 +159,8 @@ def test_phone_clip_is_tracked_upright(clip_dir, analyzer):
     assert left[0] < right[0] and nose[1] > max(left[1], right[1])  # eyebrows above the nose: upright
 
 
-def test_save_load_round_trip(moving_tracks, clip_dir, analyzer, tmp_path):
-    for track in (moving_tracks[10], compute_face_track(clip_dir / "leaving.mp4", analyzer=analyzer)):
+def test_save_load_round_trip(moving_tracks, leaving_track, tmp_path):
+    for track in (moving_tracks[10], leaving_track):
         path = tmp_path / "track.facetrack"
         track.save(path)
         back = FaceTrack.load(path)
