@@ -1,7 +1,8 @@
 """LatentSync's fixed lower-face mask (SPEC 5.1, 6.2).
 
 The official ``mask.png`` (256x256, 3 identical channels, 0 = regenerate, 255 = keep) ships with the official
-code, not with this repository: every function takes a path.
+code, not with this repository. `load_mask` reads it from a path, or, with ``path=None``, uses the generated
+approximation `lipline.models.face.mask.official_mask` (23 boundary pixels of 65,536 differ at 256).
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ import torch.nn.functional as F
 from lipline.errors import EngineError
 
 
-def load_mask(path: str | os.PathLike, resolution: int) -> torch.Tensor:
+def load_mask(path: str | os.PathLike | None, resolution: int) -> torch.Tensor:
     """Read the mask image and resize it to the working resolution.
 
     OpenCV read (BGR) -> RGB -> Lanczos-4 resize on uint8 (saturating) -> / 255.
 
     Args:
-        path: mask image (``mask.png``).
+        path: mask image (``mask.png``), or None for the generated mask (same 256 px image -> same resize).
         resolution: working face resolution R (256 or 512).
 
     Returns:
@@ -30,12 +31,17 @@ def load_mask(path: str | os.PathLike, resolution: int) -> torch.Tensor:
     """
     import cv2
 
-    path = Path(path)
-    image = cv2.imread(str(path))  # [H, W, 3] uint8 BGR
-    if image is None:
-        raise EngineError(f"{path}: mask image not found or unreadable")
-    image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    image = cv2.resize(image, (resolution, resolution), interpolation=cv2.INTER_LANCZOS4)
+    if path is None:
+        from lipline.models.face.mask import official_mask
+
+        image = official_mask(resolution)  # [R, R, 3] uint8 RGB
+    else:
+        path = Path(path)
+        image = cv2.imread(str(path))  # [H, W, 3] uint8 BGR
+        if image is None:
+            raise EngineError(f"{path}: mask image not found or unreadable")
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        image = cv2.resize(image, (resolution, resolution), interpolation=cv2.INTER_LANCZOS4)
     mask = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)  # [R, R, 3] -> [3, R, R]
     return mask.to(torch.float64) / 255.0
 

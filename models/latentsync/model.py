@@ -40,8 +40,10 @@ class LatentSyncModel:
 
         ``device``/``dtype`` apply to the UNet and VAE (whisper stays float32 on CPU, as in the official run).
         ``unet_config`` defaults to the official config (reduced models pass theirs). Raises `WeightsNotFound`
-        when files are missing and `EngineError` when the mask cannot be found or components do not fit.
-        ``provenance`` records the version, Hub commits, paths and (``hash_files``) the SHA-256 of every file.
+        when files are missing and `EngineError` when components do not fit. Without a mask file (``mask_path``,
+        ``LIPLINE_LATENTSYNC_MASK`` or the snapshot) the generated mask is used. ``provenance`` records the
+        version, Hub commits, paths, (``hash_files``) the SHA-256 of every file, and under ``"mask"`` which mask
+        was used: ``{"source": "generated", ...}`` or ``{"source": "file", "path": ..., "sha256": ...}``.
         """
         from .audio import AudioEncoder
         from .mask import load_mask
@@ -51,14 +53,13 @@ class LatentSyncModel:
 
         t0 = time.perf_counter()
         rw = resolved if resolved is not None else resolve(version, cache_dir, mask_path=mask_path)
-        mask_file = rw.require_mask()
         unet = UNet3DConditionModel.from_official_checkpoint(rw.unet_path, config=unet_config, dtype=dtype, device=device)
         audio_encoder = AudioEncoder.from_openai_checkpoint(str(rw.whisper_path))
         vae = load_vae(rw.vae_dir, dtype=dtype)
         if device is not None:
             vae = vae.to(device=device)
         scheduler = make_ddim_scheduler()
-        mask = load_mask(mask_file, rw.resolution)
+        mask = load_mask(rw.mask_path, rw.resolution)  # None -> the generated mask
         provenance = rw.provenance(hashes=hash_files)
         provenance["load_s"] = round(time.perf_counter() - t0, 3)
         model = cls(unet=unet, vae=vae, audio_encoder=audio_encoder, scheduler=scheduler, mask=mask,

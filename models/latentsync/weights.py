@@ -8,7 +8,9 @@ Released artefacts (SPEC section 1):
 * ``stabilityai/sd-vae-ft-mse``: ``config.json`` + ``diffusion_pytorch_model.safetensors`` (diffusers layout).
 * ``mask.png`` (256x256, 0/255) ships with the official *code*, not the Hub. It is looked for, in order, at
   the ``mask_path`` argument, the ``LIPLINE_LATENTSYNC_MASK`` environment variable, then as ``mask.png`` in
-  the LatentSync Hub snapshot (present only if someone put it there).
+  the LatentSync Hub snapshot (present only if someone put it there). When none is found, loading falls back
+  to the generated approximation (`lipline.models.face.mask.official_mask`) and records ``"generated"`` as the
+  mask's source in the provenance.
 
 Everything goes through the standard Hugging Face cache (``HF_HOME`` / ``HF_HUB_CACHE`` or ``cache_dir``),
 so ``HF_ENDPOINT`` mirrors, tokens and ``HF_HUB_OFFLINE`` behave as for any other Hub download.
@@ -141,8 +143,10 @@ def pull_command(version: str, cache_dir: str | os.PathLike | None = None) -> st
 def mask_help(version: str) -> str:
     spec = version_spec(version)
     return (f"the LatentSync mask ({MASK_FILE}, 256x256, 0/255) is not on the Hub: it ships with the official code "
-            f"(bytedance/LatentSync, latentsync/utils/mask.png). Put it at a path and set {MASK_ENV}=/path/to/mask.png, "
-            f"pass mask_path=, or place it as {MASK_FILE} in the {spec.repo_id} snapshot of the Hugging Face cache")
+            f"(bytedance/LatentSync, latentsync/utils/mask.png). Without it a generated approximation is used "
+            f"(23 of 65536 boundary pixels differ). For the official one, put it at a path and set "
+            f"{MASK_ENV}=/path/to/mask.png, pass mask_path=, or place it as {MASK_FILE} in the {spec.repo_id} "
+            f"snapshot of the Hugging Face cache")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -215,10 +219,11 @@ class ResolvedWeights:
             self._sha256 = {role: sha256_file(p) for role, p in self.files().items()}
         return self._sha256
 
-    def require_mask(self) -> Path:
+    def mask_provenance(self) -> dict[str, Any]:
+        """Which mask a load uses: the file found (path + SHA-256) or, when none was found, the generated one."""
         if self.mask_path is None:
-            raise EngineError(mask_help(self.version))
-        return self.mask_path
+            return {"source": "generated", "generator": "lipline.models.face.mask.official_mask"}
+        return {"source": "file", "path": str(self.mask_path), "sha256": sha256_file(self.mask_path)}
 
     def provenance(self, hashes: bool = True) -> dict[str, Any]:
         spec = version_spec(self.version)
@@ -229,6 +234,7 @@ class ResolvedWeights:
         }
         if hashes:
             out["sha256"] = dict(self.sha256)
+        out["mask"] = self.mask_provenance()
         return out
 
 
@@ -279,7 +285,8 @@ def resolve(version: str = "1.5", cache_dir: str | os.PathLike | None = None, *,
     """Find every file of release ``version`` in the local Hugging Face cache (no network).
 
     Raises `WeightsNotFound` listing every missing file and the command that fetches them. The mask is
-    optional here (``mask_path`` is None when not found); `ResolvedWeights.require_mask` explains where to put it.
+    optional: ``mask_path`` is None when no file is found, and loading then uses the generated mask
+    (`ResolvedWeights.mask_provenance` says which); `mask_help` explains where to put the official file.
     """
     spec = version_spec(version)
     cache = _cache_dir(cache_dir)

@@ -65,11 +65,22 @@ def test_strict_unet_loading_names_a_removed_key(tmp_path):
         LatentSyncModel.from_pretrained("1.5", rel.cache, mask_path=rel.mask_file, unet_config=UNet3DConfig.tiny())
 
 
-def test_missing_mask_says_where_to_put_it(release):
-    with pytest.raises(EngineError) as info:
-        LatentSyncModel.from_pretrained("1.6", release.cache, unet_config=UNet3DConfig.tiny())
-    msg = str(info.value)
+def test_missing_mask_falls_back_to_the_generated_one(release):
+    from lipline.models.latentsync.mask import load_mask
+
+    model = LatentSyncModel.from_pretrained("1.6", release.cache, unet_config=UNet3DConfig.tiny(), hash_files=False)
+    assert model.provenance["mask"] == {"source": "generated", "generator": "lipline.models.face.mask.official_mask"}
+    assert torch.equal(model.mask, load_mask(None, 512))
+    assert not torch.equal(model.mask, load_mask(release.mask_file, 512))  # the tiny release's mask differs
+    msg = weights.mask_help("1.6")  # what `lipline weights pull` prints when no mask file is found
     assert weights.MASK_ENV in msg and "mask_path" in msg and "ByteDance/LatentSync-1.6" in msg
+
+
+def test_mask_file_is_recorded_with_its_hash(release, monkeypatch):
+    monkeypatch.setenv(weights.MASK_ENV, str(release.mask_file))
+    model = LatentSyncModel.from_pretrained("1.6", release.cache, unet_config=UNet3DConfig.tiny(), hash_files=False)
+    assert model.provenance["mask"] == {"source": "file", "path": str(release.mask_file),
+                                        "sha256": hashlib.sha256(release.mask_file.read_bytes()).hexdigest()}
 
 
 def test_missing_weights_raise_weights_not_found(tmp_path):

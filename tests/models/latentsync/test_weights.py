@@ -40,8 +40,8 @@ def test_resolve_reads_the_hub_cache_layout(release):
     assert rw.vae_dir == repo_dir(release.cache, "stabilityai/sd-vae-ft-mse") / "snapshots" / VAE_COMMIT
     assert rw.revisions == {"ByteDance/LatentSync-1.5": LS_COMMIT, "stabilityai/sd-vae-ft-mse": VAE_COMMIT}
     assert rw.mask_path is None
-    with pytest.raises(EngineError, match="LIPLINE_LATENTSYNC_MASK"):
-        rw.require_mask()
+    assert rw.mask_provenance() == {"source": "generated", "generator": "lipline.models.face.mask.official_mask"}
+    assert rw.provenance(hashes=False)["mask"]["source"] == "generated"
 
 
 def test_resolve_honours_hf_home_and_hf_hub_cache(release, monkeypatch, tmp_path):
