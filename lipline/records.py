@@ -65,6 +65,8 @@ class MediaProbe(Record):
     size_bytes: int
     container: str | None
     duration_s: float = Field(description="Longest decoded stream")
+    header_duration_s: float | None = Field(None, description="Duration the container header claims (never used "
+                                                              "as a measurement: headers lie)")
     video: VideoInfo | None = None
     audio: AudioInfo | None = None
     decode_error: str | None = Field(None, description="Why decoding stopped early (truncated/corrupt), if it did")

@@ -23,9 +23,13 @@ returned `MediaProbe` comes from the *decoded* streams:
 * Rotation comes from the display-matrix side data of the decoded frames (FFmpeg attaches the stream's matrix
   to every frame). PyAV reports it counter-clockwise; `VideoInfo.rotation` stores it clockwise in 0/90/180/270,
   the convention of the classic ``rotate`` tag, and the display size swaps width and height for 90/270.
-* A decode error midway, a frame flagged corrupt, or a file that decodes to clearly less than its container
-  declares (more than 0.5 s and 5 % short) sets ``decode_error`` (starting with ``"truncated"`` or
-  ``"corrupt"``) instead of raising. A file with a recognisable container signature that cannot even be opened
+* A decode error midway, a frame flagged corrupt, frames the stream's index lists that do not decode, or a file
+  that ends inside its own structure (an MP4 box or the Matroska segment runs past the end of the file: a cut
+  upload) sets ``decode_error`` (starting with ``"truncated"`` or ``"corrupt"``) instead of raising.
+* What the header claims is kept apart: ``header_duration_s`` is the container's declared duration (for WAV the
+  RIFF ``data`` size over the byte rate: FFmpeg clamps that to the file size). A header that disagrees with the
+  decoded streams alone (a patched MP4 duration, a WAV claiming 10 h over 10 s of samples) is not a decode error:
+  validation reports it as a ``warn`` naming both values, and every stage uses the decoded figures. A file with a recognisable container signature that cannot even be opened
   (an MP4 cut before its ``moov`` atom) is also reported through ``decode_error`` with no streams.
 * An empty file, or bytes that are not media at all, raise `InputError` naming the file and the rule
   (``media.not_empty`` / ``media.readable``).
@@ -50,9 +54,6 @@ __all__ = ["probe_media", "probe", "sniff_container", "exact_frame_rate", "rate_
 VFR_REL_TOLERANCE = 0.15
 # Fraction of intervals allowed to deviate before the stream is called variable frame rate.
 VFR_MAX_OUTLIER_FRACTION = 0.01
-# Decoded duration this much shorter than the container's declared duration means "truncated".
-TRUNCATION_MIN_S = 0.5
-TRUNCATION_REL = 0.05
 
 # Rates a stream is snapped to when its timestamps say so (besides the rates it declares itself).
 STANDARD_RATES: tuple[Fraction, ...] = (
@@ -90,6 +91,112 @@ def sniff_container(path: Path) -> str | None:
     for offset, magic, name in _SIGNATURES:
         if head[offset:offset + len(magic)] == magic:
             return name
+    return None
+
+
+def _vint(data: bytes, pos: int, keep_marker: bool) -> tuple[int, int, bool]:
+    """An EBML variable-length integer at `pos`: (value, next position, all value bits set = unknown size)."""
+    first = data[pos]
+    length = 9 - first.bit_length() if first else 9
+    if length > 8 or pos + length > len(data):
+        raise ValueError("bad EBML number")
+    value = first if keep_marker else first & (0xFF >> length)
+    for b in data[pos + 1:pos + length]:
+        value = (value << 8) | b
+    unknown = not keep_marker and value == (1 << (7 * length)) - 1
+    return value, pos + length, unknown
+
+
+def _boxes(f, start: int, end: int):
+    """(offset, size, type, header length) of the ISO-BMFF boxes in [start, end); size None = to the end of file."""
+    offset = start
+    for _ in range(10_000):
+        if offset + 8 > end:
+            return
+        f.seek(offset)
+        head = f.read(16)
+        if len(head) < 8:
+            return
+        size, kind, header = int.from_bytes(head[:4], "big"), head[4:8].decode("latin-1"), 8
+        if size == 1 and len(head) == 16:
+            size, header = int.from_bytes(head[8:16], "big"), 16
+        if size == 0:
+            yield offset, None, kind, header
+            return
+        if size < header:
+            return  # not a box structure we can follow: leave it to the decoder
+        yield offset, size, kind, header
+        offset += size
+
+
+def structure_cut(path: Path, family: str | None) -> str | None:
+    """Where the file ends inside its own structure (a cut copy or upload), or None: MP4 top-level boxes and the
+    Matroska segment declare their byte sizes; other containers are not checked here."""
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as f:
+            if family == "mp4":
+                for offset, box, kind, _ in _boxes(f, 0, size):
+                    if box is not None and offset + box > size:
+                        return (f"the file ends {size - offset} bytes into its {kind!r} box of {box} bytes "
+                                f"({offset + box - size} bytes missing)")
+            elif family == "matroska":
+                head = f.read(4096)
+                ident, pos, _ = _vint(head, 0, True)
+                header_size, pos, _ = _vint(head, pos, False)
+                pos += header_size
+                ident, pos, _ = _vint(head, pos, True)
+                segment, pos, unknown = _vint(head, pos, False)
+                if ident == 0x18538067 and not unknown and pos + segment > size:
+                    return f"the Matroska segment needs {pos + segment - size} more bytes than the file has"
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def header_duration(path: Path, family: str | None) -> float | None:
+    """Seconds the file's header claims, read from the bytes (FFmpeg corrects both claims from the data): a WAV's
+    ``data`` chunk size over its byte rate; an MP4's movie header (``mvhd``) duration. None for other files."""
+    try:
+        with open(path, "rb") as f:
+            if family == "riff":
+                return _wav_claim(f)
+            if family == "mp4":
+                size = path.stat().st_size
+                for offset, box, kind, header in _boxes(f, 0, size):
+                    if kind == "moov":
+                        stop = size if box is None else min(size, offset + box)
+                        for child, _, child_kind, child_header in _boxes(f, offset + header, stop):
+                            if child_kind == "mvhd":
+                                f.seek(child + child_header)
+                                body = f.read(32)
+                                if body[0] == 1:
+                                    scale, ticks = int.from_bytes(body[20:24], "big"), int.from_bytes(body[24:32], "big")
+                                else:
+                                    scale, ticks = int.from_bytes(body[12:16], "big"), int.from_bytes(body[16:20], "big")
+                                return ticks / scale if scale else None
+                        return None
+    except (OSError, IndexError):
+        return None
+    return None
+
+
+def _wav_claim(f) -> float | None:
+    head = f.read(12)
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    byte_rate = None
+    for _ in range(64):
+        chunk = f.read(8)
+        if len(chunk) < 8:
+            return None
+        kind, length = chunk[:4], int.from_bytes(chunk[4:8], "little")
+        if kind == b"fmt ":
+            byte_rate = int.from_bytes(f.read(length + (length & 1))[8:12], "little")
+        elif kind == b"data":
+            return length / byte_rate if byte_rate and length != 0xFFFFFFFF else None
+        else:
+            f.seek(length + (length & 1), 1)
     return None
 
 
@@ -209,7 +316,16 @@ def probe_media(uri: str, workdir: Path | None = None) -> MediaProbe:
                          "provide an audio or video file (MP4, MOV, MKV, WAV, ...)") from e
 
     with container:
-        return _probe_open(str(uri), size, container)
+        result = _probe_open(str(uri), size, container)
+    family = sniff_container(path)
+    updates: dict = {}
+    claimed = header_duration(path, family)
+    if claimed is not None:
+        updates["header_duration_s"] = claimed
+    cut = structure_cut(path, family)
+    if cut and result.decode_error is None:
+        updates["decode_error"] = f"truncated: {cut}"
+    return result.model_copy(update=updates) if updates else result
 
 
 def _err_text(e: BaseException) -> str:
@@ -317,14 +433,11 @@ def _probe_open(uri: str, size: int, container) -> MediaProbe:
         )
 
     duration = max([i.duration_s for i in (video, audio) if i is not None], default=0.0)
-    if (decode_error is None and declared_s is not None
-            and declared_s - duration > max(TRUNCATION_MIN_S, TRUNCATION_REL * declared_s)):
-        decode_error = (f"truncated: decoded {duration:.2f} s of the {declared_s:.2f} s the container declares")
     if decode_error is None and streams and vcount == 0 and acount == 0:
         decode_error = "corrupt: no frame could be decoded"
 
     return MediaProbe(uri=uri, size_bytes=size, container=container_name, duration_s=float(duration),
-                      video=video, audio=audio, decode_error=decode_error)
+                      header_duration_s=declared_s, video=video, audio=audio, decode_error=decode_error)
 
 
 def _make_task():

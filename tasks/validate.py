@@ -170,14 +170,18 @@ def measure_media(uri: str, role: str, workdir: Path) -> tuple[dict, MediaProbe 
     row["duration_s"] = probe.duration_s if opened else None
     row["has_video_stream"] = (probe.video is not None) if opened else None
     row["has_audio_stream"] = (probe.audio is not None) if opened else None
+    row.update(_header_measures(probe))
     v = probe.video
     if v is not None:
+        still = _still_picture(probe)
         row.update(
             width=v.width, height=v.height, display_width=v.display_width, display_height=v.display_height,
             short_side_px=min(v.display_width, v.display_height), fps=round(v.fps, 3) if v.fps else None,
             constant_fps=v.constant_fps, even_dimensions=(v.width % 2 == 0 and v.height % 2 == 0),
-            rotation=v.rotation, duration_s=v.duration_s,
+            rotation=v.rotation, duration_s=v.duration_s, still_image=still is not None, picture=still or "",
         )
+        if still:  # a picture has no frame rate: the demuxer's default 25 fps would only add noise
+            row.update(fps=None, constant_fps=None)
     if role == "audio":
         a = probe.audio
         row["duration_s"] = None  # only the audio stream's own duration counts for the dub
@@ -186,6 +190,29 @@ def measure_media(uri: str, role: str, workdir: Path) -> tuple[dict, MediaProbe 
                        duration_s=a.duration_s)
             row.update(_audio_measures(local_path(uri, workdir)))
     return row, probe
+
+
+def _still_picture(probe: MediaProbe) -> str | None:
+    """What makes `probe` a still picture rather than a video (an image file under any name, or one frame), or None."""
+    v = probe.video
+    if v is None:
+        return None
+    fmt = (probe.container or "").split(",")[0]
+    if fmt == "image2" or fmt.endswith("_pipe"):
+        kind = fmt.removesuffix("_pipe") if fmt != "image2" else v.codec
+        return f"a {kind} image ({v.frame_count} frame{'s' if v.frame_count != 1 else ''}, {v.width}x{v.height})"
+    if v.frame_count <= 1:
+        return f"{v.frame_count} frame of {v.codec} video ({v.width}x{v.height})"
+    return None
+
+
+def _header_measures(probe: MediaProbe) -> dict:
+    """How far the header's duration claim is from the decoded one (None: no claim, or decoding already failed)."""
+    claimed = probe.header_duration_s
+    if claimed is None or probe.decode_error:
+        return {"header_duration_s": claimed, "header_gap_s": None}
+    return {"header_duration_s": claimed, "header_gap_s": abs(claimed - probe.duration_s),
+            "decoded_duration_s": probe.duration_s}
 
 
 def _audio_measures(path: Path) -> dict:

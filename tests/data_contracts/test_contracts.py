@@ -62,6 +62,8 @@ def test_required_rules_present():
         "audio.leading_silence": "warn", "audio.trailing_silence": "warn", "subtitles.encoding": "warn",
         "subtitles.grammar": "fail", "subtitles.overlap": "warn", "subtitles.negative_duration": "fail",
         "subtitles.past_media_end": "warn", "intro.has_video_stream": "fail", "outro.decodes_to_end": "fail",
+        "video.still_image": "fail", "video.header_duration": "warn", "audio.header_duration": "warn",
+        "intro.header_duration": "warn", "outro.header_duration": "warn",
     }
     for rule, severity in expected.items():
         assert rules.get(rule) == severity, rule

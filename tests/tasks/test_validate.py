@@ -257,6 +257,94 @@ def test_intro_relaxed(media, f):
         "outro.rotation": ("fixable", "270 degrees clockwise")}
 
 
+# ---------------------------------------------------------------------------------------------- still pictures
+
+@pytest.fixture(scope="module")
+def stills(tmp_path_factory) -> dict[str, Path]:
+    """Pictures under video names, and a one-frame video (all big enough to pass every other video rule)."""
+    d = tmp_path_factory.mktemp("stills")
+    face = mf.face_png(d / "face.png")
+    out = {"png": d / "talk.png", "png_as_mp4": d / "talk.mp4", "jpeg_as_mov": d / "talk.mov",
+           "jpeg_no_ext": d / "talk"}
+    mf.ffmpeg("-i", face, "-vf", "scale=640:640", out["png"])
+    out["png_as_mp4"].write_bytes(out["png"].read_bytes())
+    mf.ffmpeg("-i", face, "-vf", "scale=640:640", d / "talk.jpg")
+    out["jpeg_as_mov"].write_bytes((d / "talk.jpg").read_bytes())
+    out["jpeg_no_ext"].write_bytes((d / "talk.jpg").read_bytes())
+    out["one_frame"] = _clip(d / "one-frame.mp4", dur=0.04)
+    return out
+
+
+@pytest.mark.parametrize("name,shown", [("png", "a png image (1 frame"), ("png_as_mp4", "a png image"),
+                                        ("jpeg_as_mov", "a jpeg image"), ("jpeg_no_ext", "a jpeg image"),
+                                        ("one_frame", "1 frame of h264 video")])
+def test_still_picture_is_refused_whatever_its_name(stills, name, shown):
+    r = validate_file(str(stills[name]), "video")
+    v = only(r, "video.still_image")
+    assert v.severity == "fail" and r.verdict == "fail"
+    assert shown in v.observed and v.observed.startswith("a still picture")
+    assert v.hint == "give a video of the speaker talking, not a still picture"
+    assert set(rules(r)) == {"video.still_image"}  # no frame-rate noise from the image demuxer's default 25 fps
+
+
+def test_a_moving_video_is_not_a_still(f):
+    assert "video.still_image" not in rules(validate_file(str(f["vfr"]), "video"))
+
+
+# ---------------------------------------------------------------------------------------------- header vs decoded
+
+def _claim_hours_wav(src: Path, dst: Path, hours: float) -> Path:
+    """`src` with its RIFF and data sizes patched to claim `hours` of audio (the samples stay as they are)."""
+    data = bytearray(src.read_bytes())
+    byte_rate = int.from_bytes(data[28:32], "little")
+    at = data.find(b"data")
+    claim = int(hours * 3600 * byte_rate)
+    data[at + 4:at + 8] = claim.to_bytes(4, "little")
+    data[4:8] = (claim + at).to_bytes(4, "little")
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+def _claim_hours_mp4(src: Path, dst: Path, hours: float) -> Path:
+    """`src` with its movie header (mvhd, version 0) patched to claim `hours` (the frames stay as they are)."""
+    data = bytearray(src.read_bytes())
+    at = data.find(b"mvhd")
+    assert data[at + 4] == 0
+    scale = int.from_bytes(data[at + 16:at + 20], "big")
+    data[at + 20:at + 24] = int(hours * 3600 * scale).to_bytes(4, "big")
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+@pytest.fixture(scope="module")
+def liars(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("liars")
+    dub = mf.write_audio(d / "dub.wav", mf.speech_like(10.0, sr=16000, channels=1), sr=16000)
+    video = _clip(d / "video.mp4", dur=3.0)
+    return {"wav": _claim_hours_wav(dub, d / "dub-10h.wav", 10), "mp4": _claim_hours_mp4(video, d / "video-10h.mp4", 10),
+            "cut_wav": _claim_hours_wav(dub, d / "dub-cut.wav", 12 / 3600), "honest_wav": dub, "honest_mp4": video}
+
+
+@pytest.mark.parametrize("name,role,decoded", [("wav", "audio", "10.00"), ("mp4", "video", "3.00"),
+                                               ("cut_wav", "audio", "10.00")])
+def test_header_claiming_more_than_decodes_is_a_warning_naming_both(liars, name, role, decoded):
+    r = validate_file(str(liars[name]), role)
+    v = only(r, f"{role}.header_duration")
+    claimed = "36000.00" if name != "cut_wav" else "12.00"
+    assert v.severity == "warn" and v.observed == f"header says {claimed} s, decoded {decoded} s"
+    assert r.verdict == "warn" and set(rules(r)) == {f"{role}.header_duration"}
+    assert r.probe.duration_s == pytest.approx(float(decoded), abs=0.05)  # the decoded figure is what is used
+    relaxed = validate_file(str(liars[name]), role, {f"{role}.header_duration.max_diff_s": 40000})
+    assert relaxed.verdict == "pass"
+
+
+def test_honest_headers_raise_nothing(liars):
+    for name, role in (("honest_wav", "audio"), ("honest_mp4", "video")):
+        r = validate_file(str(liars[name]), role)
+        assert r.verdict == "pass", r.violations
+        assert r.probe.header_duration_s == pytest.approx(r.probe.duration_s, abs=0.05)
+
+
 # ---------------------------------------------------------------------------------------------- subtitles
 
 def test_gbk_detected_and_parsed(f):
