@@ -33,10 +33,12 @@ def faces(
     from lipline.models.face.choice import FaceChoice
     from lipline.models.face.detect import FaceAnalyzer
     from lipline.models.face.track import compute_face_track
+    from lipline.models.face.video import read_header
 
     choice = FaceChoice.parse(face)
     if not video.is_file():
         raise InputError(str(video), "video", "no such file", "Check the path.")
+    read_header(video)  # a file that is not a video fails here, before the models load
     with FaceAnalyzer() as analyzer:
         track = compute_face_track(video, choice, detect_every=detect_every, analyzer=analyzer)
         if out is not None:

@@ -14,8 +14,8 @@ Per frame (streamed; one frame in memory):
    is away would be taken too; without appearance features nothing better is possible.)
 5. **Usable?** A landmarked face lower than `MIN_FACE_PX` is "too small"; one turned more than `MAX_YAW_DEG`
    is "too turned"; a frame without the face is "no face".
-6. **Gaps**: unusable runs of ≤ `MAX_INTERPOLATED_GAP` frames between two usable frames are filled by linear
-   interpolation of boxes and landmarks (anchors recomputed) and flagged ``interpolated``; longer runs become
+6. **Gaps**: unusable runs of ≤ `MAX_INTERPOLATED_GAP` frames between two usable frames with plausible motion
+   between them (≤ one face height per frame, size within 1.5x: not across a cut) are filled by linear interpolation of boxes and landmarks (anchors recomputed) and flagged ``interpolated``; longer runs become
    `GapSpan`s whose frames the engine passes through untouched.
 """
 
@@ -164,7 +164,8 @@ def compute_face_track(video_path: str | Path, choice: str | FaceChoice = "large
 
 
 def fill_short_gaps(track: FaceTrack, max_gap: int = MAX_INTERPOLATED_GAP) -> FaceTrack:
-    """Interpolate unusable runs of ≤ ``max_gap`` frames that have usable frames on both sides (in place)."""
+    """Interpolate unusable runs of ≤ ``max_gap`` frames between usable frames with plausible motion between them
+    (`_plausible_motion`), in place."""
     valid = track.valid
     n = valid.size
     i = 0
@@ -175,7 +176,7 @@ def fill_short_gaps(track: FaceTrack, max_gap: int = MAX_INTERPOLATED_GAP) -> Fa
         j = i
         while j < n and not valid[j]:
             j += 1
-        if 0 < i and j < n and j - i <= max_gap:
+        if 0 < i and j < n and j - i <= max_gap and _plausible_motion(track.boxes[i - 1], track.boxes[j], j - i + 1):
             a, b = i - 1, j
             w = ((np.arange(i, j) - a) / (b - a)).astype(np.float32)
             track.landmarks[i:j] = (1 - w)[:, None, None] * track.landmarks[a] + w[:, None, None] * track.landmarks[b]
@@ -186,6 +187,16 @@ def fill_short_gaps(track: FaceTrack, max_gap: int = MAX_INTERPOLATED_GAP) -> Fa
         i = j
     track.refresh()
     return track
+
+
+def _plausible_motion(a: np.ndarray, b: np.ndarray, steps: int) -> bool:
+    """Could one face move from box ``a`` to box ``b`` ((4,) x,y,w,h) in ``steps`` frames? At most one face height
+    per frame and a size change within 1.5x — a cut to another place or person fails this."""
+    if np.isnan(a).any() or np.isnan(b).any():
+        return False
+    ha, hb = float(a[3]), float(b[3])
+    shift = float(np.hypot(*((a[:2] + a[2:] / 2) - (b[:2] + b[2:] / 2))))
+    return max(ha, hb) <= 1.5 * min(ha, hb) and shift <= steps * (ha + hb) / 2
 
 
 def sample_faces(video_path: str | Path, per_second: float = 3.0, *,

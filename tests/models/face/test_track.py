@@ -192,6 +192,17 @@ def test_fill_short_gaps_interpolates_up_to_three_frames_only():
     np.testing.assert_allclose(track.landmarks[3:6], landmarks[3:6], atol=1e-4)
     assert [(s.start, s.end, s.reason) for s in track.spans] == [(10, 14, "too turned"), (18, 20, "no face")]
 
+    jump = landmarks.copy()
+    jump[8:] += 5000.0  # the face is elsewhere after the dropout (a cut): no interpolation across it
+    reason = np.zeros(n, np.uint8)
+    reason[6:8] = 1
+    jump[6:8] = np.nan
+    track = FaceTrack.from_frames(reason=reason, landmarks=jump, scores=np.ones(n, np.float32),
+                                  yaw=np.zeros(n, np.float32), width=64, height=64, fps=25.0, rotation=0,
+                                  detector="test", choice="largest", frames_detected=n, detect_every=1)
+    fill_short_gaps(track)
+    assert not track.interpolated.any() and [(s.start, s.end) for s in track.spans] == [(6, 8)]
+
 
 def test_sample_faces_counts_faces_per_sample(clip_dir, analyzer):
     samples = sample_faces(clip_dir / "two.mp4", per_second=3, analyzer=analyzer)
