@@ -13,7 +13,7 @@ from pathlib import Path
 
 from prefect import flow
 
-from lipline.records import EngineResult, Segment
+from lipline.records import EngineResult, LipsyncOptions, Segment
 from lipline.tasks.lipsync import lipsync_segments
 from lipline.uris import publish
 
@@ -21,12 +21,16 @@ RESULTS_NAME = "results.json"
 
 
 @flow(name="lipsync-segments", description="Run a lip-sync engine over segments; outputs and results.json in the store")
-def lipsync_segments_flow(segments: list[Segment], engine: str, out_prefix: str) -> str:
-    """Write each segment's engine output under `out_prefix` and `out_prefix/results.json`; return that URI."""
+def lipsync_segments_flow(segments: list[Segment], engine: str, out_prefix: str,
+                          options: LipsyncOptions | None = None) -> str:
+    """Write each segment's engine output under `out_prefix` and `out_prefix/results.json`; return that URI.
+    An output that is the segment's own input (an engine that keeps frames) is already in the store."""
     workdir = Path(tempfile.mkdtemp(prefix="lipline-gpu-"))
     try:
-        results = lipsync_segments(segments, engine, workdir)
-        stored = [r.model_copy(update={"uri": publish(Path(r.uri), f"{out_prefix}/{Path(r.uri).name}")})
+        results = lipsync_segments(segments, engine, workdir, options)
+        inputs = {s.video_uri for s in segments}
+        stored = [r if r.uri in inputs else
+                  r.model_copy(update={"uri": publish(Path(r.uri), f"{out_prefix}/{Path(r.uri).name}")})
                   for r in results]
         doc = workdir / RESULTS_NAME
         doc.write_text(json.dumps([r.model_dump(mode="json") for r in stored]))

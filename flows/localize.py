@@ -24,7 +24,7 @@ from pydantic import BaseModel
 
 from lipline.errors import EngineError, JobExists, ValidationFailed
 from lipline.flows.lipsync import RESULTS_NAME, read_results
-from lipline.models.registry import get_engine, get_spec
+from lipline.models.registry import get_spec
 from lipline.params import LocalizeParams
 from lipline.progress import JobProgress
 from lipline.records import EngineResult, PostParams, Segment, ValidationReport
@@ -32,7 +32,7 @@ from lipline.provenance import lipline_version
 from lipline.settings import get_settings
 from lipline.store import Store
 from lipline.tasks import archive as archive_stage
-from lipline.tasks import lipsync, merge, normalize, post, segment, validate
+from lipline.tasks import faces, lipsync, merge, normalize, post, segment, validate
 from lipline.uris import local_path, sha256_file, to_path
 
 
@@ -42,6 +42,8 @@ class LocalizeResult(BaseModel):
     manifest_uri: str
     engine: str
     dry_run: bool
+    smoke_model: bool = False
+    notices: list[str] = []
 
 
 @dataclass
@@ -53,6 +55,8 @@ class Job:
     store: Store
     workdir: Path
     progress: JobProgress
+    engine: str = "passthrough"  # the engine actually used ('auto' resolved)
+    notices: list[str] = field(default_factory=list)  # what the operator must know about this deliverable
     stage: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -69,7 +73,7 @@ def open_job(params: LocalizeParams) -> Job:
     settings = get_settings()
     job_id = params.job_id or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8]
     store = Store(params.store or settings.store, s3_endpoint_url=settings.s3_endpoint_url)
-    get_spec(params.engine, kind="video")  # an unknown or face-only engine is refused before any work
+    engine, notices = choose_engine(params)  # no weights for latentsync: refused here, before any work
     store.check_writable(job_id)
     if store.exists(f"{job_id}/manifest.json"):
         if not params.replace:
@@ -77,7 +81,26 @@ def open_job(params: LocalizeParams) -> Job:
                             "or replace it (--replace / params.replace)")
         store.delete(f"{job_id}/manifest.json")  # the completion marker goes first
     workdir = Path(tempfile.mkdtemp(prefix=f"lipline-{job_id}-", dir=settings.work_dir))
-    return Job(params, job_id, store, workdir, JobProgress(job_id))
+    return Job(params, job_id, store, workdir, JobProgress(job_id), engine=engine, notices=notices)
+
+
+def choose_engine(params: LocalizeParams) -> tuple[str, list[str]]:
+    """The engine to run and the notices it brings: 'auto' = latentsync when its weights are in the cache, else
+    passthrough (said so); latentsync without weights fails now, naming the command that fetches them."""
+    from lipline.models.latentsync.smoke import SMOKE_NOTE, smoke_marker
+    from lipline.models.latentsync.weights import WeightsNotFound, resolve
+
+    name = params.engine
+    if not get_spec(name if name != "auto" else "latentsync", kind="video").uses_faces:
+        return name, []
+    options = params.lipsync
+    try:
+        weights = resolve(options.model_version, options.weights_dir)
+    except WeightsNotFound as exc:
+        if name != "auto":
+            raise
+        return "passthrough", [f"engine auto: DRY RUN, no lip-sync (original frames under the new audio): {exc}"]
+    return "latentsync", [SMOKE_NOTE] if smoke_marker(weights.unet_path) is not None else []
 
 
 @flow(name="localize", description="Validate, normalize, segment, lip-sync, merge, subtitle/brand and archive one job")
@@ -107,12 +130,17 @@ def publish_validation(reports: list[ValidationReport], path: Path) -> Path:
     return path
 
 
+def input_sha256(uri: str, workdir: Path) -> str:
+    """SHA-256 of an input (of the local copy validation already fetched, for remote inputs)."""
+    return sha256_file(local_path(uri, workdir))
+
+
 def input_provenance(inputs: dict[str, str | None], probes: dict, workdir: Path) -> dict:
-    """Per input: URI, SHA-256 (of the local copy validation already fetched, for remote inputs) and the probe."""
+    """Per input: URI, SHA-256 and the probe."""
     out = {}
     for role, uri in inputs.items():
         if uri:
-            digest = sha256_file(local_path(uri, workdir))
+            digest = input_sha256(uri, workdir)
             probe = probes.get(role)
             out[role] = {"uri": uri, "sha256": digest, "probe": probe.model_dump(mode="json") if probe else None}
     return out
@@ -120,17 +148,25 @@ def input_provenance(inputs: dict[str, str | None], probes: dict, workdir: Path)
 
 def lipsync_stage(job: Job, segments: list[Segment]) -> list[EngineResult]:
     """In this process by default; on the GPU pool when LIPLINE_GPU_DEPLOYMENT names a deployment."""
-    engine = job.params.engine
+    options = job.params.lipsync
     deployment = get_settings().gpu_deployment
     if not deployment:
-        return lipsync.lipsync_segments(segments, engine, job.workdir / "synced",
+        return lipsync.lipsync_segments(segments, job.engine, job.workdir / "synced", options,
                                         on_progress=lambda f: job.progress.update("lipsync", f))
-    shared = [s.model_copy(update={
-        "video_uri": job.store.put_file(to_path(s.video_uri), f"{job.job_id}/work/segments/{Path(s.video_uri).name}").uri,
-        "audio_uri": job.store.put_file(to_path(s.audio_uri), f"{job.job_id}/work/segments/{Path(s.audio_uri).name}").uri,
-    }) for s in segments]
+    uploaded: dict[str, str] = {}  # a frame-range segment shares its video with the others: upload it once
+
+    def shared_uri(uri: str | None) -> str | None:
+        if uri is None:
+            return None
+        if uri not in uploaded:
+            uploaded[uri] = job.store.put_file(to_path(uri), f"{job.job_id}/work/segments/{Path(uri).name}").uri
+        return uploaded[uri]
+
+    shared = [s.model_copy(update={"video_uri": shared_uri(s.video_uri), "audio_uri": shared_uri(s.audio_uri),
+                                   "face_track_uri": shared_uri(s.face_track_uri)}) for s in segments]
     run = run_deployment(deployment, parameters={"segments": [s.model_dump(mode="json") for s in shared],
-                                                 "engine": engine, "out_prefix": job.store.uri(f"{job.job_id}/work/synced")},
+                                                 "engine": job.engine, "out_prefix": job.store.uri(f"{job.job_id}/work/synced"),
+                                                 "options": options.model_dump(mode="json")},
                          timeout=None)
     if not run.state or not run.state.is_completed():
         raise EngineError(f"GPU flow run {run.name} ({deployment}) ended {run.state.name if run.state else 'unknown'}: "
@@ -138,13 +174,31 @@ def lipsync_stage(job: Job, segments: list[Segment]) -> list[EngineResult]:
     return read_results(job.store.uri(f"{job.job_id}/work/synced/{RESULTS_NAME}"), job.workdir)
 
 
-def untouched_results(engine_name: str, plan, video_uri: str) -> list[EngineResult]:
-    """What a frame-preserving engine (passthrough) yields on a forward plan: each planned segment's frames of the
-    normalized video, untouched — recorded per segment, with no file written."""
-    engine = get_engine(engine_name, kind="video")
-    return [EngineResult(segment_index=s.index, uri=f"{video_uri}#frames={s.start_frame}-{s.end_frame}",
-                         engine=engine.name, engine_version=engine.version, dry_run=engine.dry_run, seconds=0.0)
-            for s in plan.segments]
+def faces_stage(job: Job, video, inputs_sha: str | None) -> faces.TrackedFaces | None:
+    """The face track of the normalized video, for engines that work on faces (cached per reference video)."""
+    if not get_spec(job.engine, kind="video").uses_faces:
+        return None
+    picture = {"frames": video.frame_count, "fps": f"{video.fps_num}/{video.fps_den}", "width": video.width,
+               "height": video.height}
+    return faces.track_faces_task(video.uri, inputs_sha or sha256_file(to_path(video.uri)), picture,
+                                  job.params.lipsync.face, job.store, job.workdir / "faces")
+
+
+def engine_manifest(job: Job, results: list[EngineResult], tracked: faces.TrackedFaces | None) -> dict:
+    """What the engine did, segment by segment (every entry is what the engine returned)."""
+    first = results[0] if results else None
+    doc = {"name": job.engine, "requested": job.params.engine, "version": first.engine_version if first else None,
+           "dry_run": bool(first and first.dry_run), "smoke_model": bool(first and first.smoke_model),
+           "notices": job.notices, "options": job.params.lipsync.model_dump(mode="json"),
+           "frames_generated": sum(sp.end - sp.start for r in results for sp in r.generated),
+           "frames_passed_through": sum(sp.end - sp.start for r in results for sp in r.passed_through),
+           "segments": [r.model_dump(mode="json") for r in results]}
+    if first and first.dry_run:
+        doc["note"] = "dry run: this engine does not lip-sync (original frames under the new audio)"
+    if tracked is not None:
+        doc["faces"] = {"cache_hit": tracked.cache_hit, "cache_uri": tracked.cache_uri, "seconds": tracked.seconds,
+                        **tracked.summary}
+    return doc
 
 
 def run_stages(job: Job) -> LocalizeResult:
@@ -171,26 +225,29 @@ def run_stages(job: Job) -> LocalizeResult:
                                                true_peak_db=p.true_peak_db, before=measured)
         video = normalize.normalize_video_task(local["video"], job.workdir / "video", probe=probes.get("video"))
 
-    # 3. Segment at the dub's silences, with the audio/video length policy applied.
-    spec = get_spec(p.engine, kind="video")
+    # 3. The speaker's face in every frame (engines that need it; read from the cache when tracked before).
+    with job.stage_of("faces"):
+        tracked = faces_stage(job, video, input_sha256(inputs["video"], job.workdir / "validate"))
+
+    # 4. Segment at the dub's silences, with the audio/video length policy applied.
     with job.stage_of("segment"):
         modes = segment.LengthModes(audio_longer=p.audio_longer, video_longer=p.video_longer)
         plan = segment.plan_segments_task(audio.model_uri, video.frame_count, Fraction(video.fps_num, video.fps_den),
                                           p.max_segment_s, modes)
-        # Segment files exist for engines that make new frames, or where the plan itself synthesizes frames
-        # (ping-pong, loop, freeze); otherwise the normalized video is the main picture as it is.
-        cut_files = spec.alters_frames or not plan.is_forward
-        segments = segment.cut_segments_task(plan, video.uri, audio.model_uri, job.workdir / "segments") if cut_files else []
+        segments = segment.cut_segments_task(plan, video.uri, audio.model_uri, job.workdir / "segments")
+        if tracked is not None:
+            segments = faces.segment_tracks(segments, [s.source_frames() for s in plan.segments], tracked.path,
+                                            job.workdir / "segments")
 
-    # 4. Lip-sync every segment with the chosen engine (the GPU pool in a deployment).
+    # 5. Lip-sync every segment with the chosen engine (the GPU pool in a deployment).
     with job.stage_of("lipsync"):
-        results = lipsync_stage(job, segments) if cut_files else untouched_results(p.engine, plan, video.uri)
+        results = lipsync_stage(job, segments)
 
-    # 5. Merge the segments frame-accurately (no re-encode).
+    # 6. Join the segments' frames frame-accurately (no re-encode).
     with job.stage_of("merge"):
-        main_video = merge.merge([r.uri for r in results], job.workdir / "main.mp4") if cut_files else video.uri
+        main_video = merge.merge_results_task(results, job.workdir / "main.mp4")
 
-    # 6. One final encode: subtitles, intro/outro, delivery audio.
+    # 7. One final encode: subtitles, intro/outro, delivery audio.
     with job.stage_of("post"):
         final = post.post(main_video, audio.delivery_uri, job.workdir / "final",
                           PostParams(burn_subtitles=p.burn_subtitles, soft_subtitles=p.soft_subtitles,
@@ -198,30 +255,26 @@ def run_stages(job: Job) -> LocalizeResult:
                           subtitles_uri=local["subtitles"], intro_uri=local["intro"], outro_uri=local["outro"],
                           progress=lambda f: job.progress.update("post", f), main_frame_limit=plan.total_frames)
 
-    # 7. Archive: deliverable + sidecars + validation, manifest.json last.
+    # 8. Archive: deliverable + sidecars + validation, manifest.json last.
     with job.stage_of("archive"):
-        engine = results[0] if results else None
         manifest = {
             "job_id": job.job_id,
             "lipline": lipline_version(),
             "params": p.model_dump(mode="json"),
-            "engine": {"name": p.engine, "version": engine.engine_version if engine else None,
-                       "dry_run": engine.dry_run if engine else None,
-                       "note": "dry run: this engine does not lip-sync (original frames under the new audio)"
-                       if engine and engine.dry_run else None,
-                       "segments": [r.model_dump(mode="json") for r in results]},
+            "engine": engine_manifest(job, results, tracked),
             "inputs": input_provenance(inputs, probes, job.workdir / "validate"),
             "loudness": {"before": audio.before.model_dump(), "after": audio.after.model_dump(),
                          "target_lufs": p.loudness_lufs, "method": audio.method},
             "video": video.model_dump(mode="json"),
             "length_mode": plan.length_mode, "audio_pad_s": plan.audio_pad_s,
-            "segments": [s.model_dump(mode="json") for s in segments] if cut_files
-            else [s.model_dump(mode="json", exclude={"runs"}) for s in plan.segments],
+            "segments": [s.model_dump(mode="json") for s in segments],
             "timings_s": job.timings,
         }
         files = {"final.mp4": Path(final.video_path), "validation.json": validation_doc}
         files.update({Path(side).name: Path(side) for side in (final.srt_path, final.vtt_path) if side})
         stored = archive_stage.archive(job.store, job.job_id, files, manifest)
         job.store.delete_prefix(f"{job.job_id}/work")  # segments handed to the GPU pool, if any
+    first = results[0] if results else None
     return LocalizeResult(job_id=job.job_id, final_uri=stored["final.mp4"].uri, manifest_uri=stored["manifest.json"].uri,
-                          engine=p.engine, dry_run=bool(engine and engine.dry_run))
+                          engine=job.engine, dry_run=bool(first and first.dry_run),
+                          smoke_model=bool(first and first.smoke_model), notices=job.notices)

@@ -76,7 +76,20 @@ def run(
     subtitles: Optional[str] = typer.Option(None, help="SRT/ASS/VTT subtitles to burn in and attach"),
     intro: Optional[str] = typer.Option(None, help="Intro bumper video"),
     outro: Optional[str] = typer.Option(None, help="Outro bumper video"),
-    engine: str = typer.Option("passthrough", help="Lip-sync engine (`lipline engines` lists them)"),
+    engine: str = typer.Option("auto", help="Lip-sync engine: auto (latentsync when its weights are cached, else a "
+                                            "labelled passthrough dry run), latentsync, passthrough"),
+    model_version: str = typer.Option("1.5", "--model-version", help="LatentSync release: 1.5 (256 px) or 1.6 (512 px)"),
+    weights: Optional[str] = typer.Option(None, "--weights", envvar="LIPLINE_WEIGHTS_DIR",
+                                          help="Weights cache folder (`lipline weights pull --cache-dir` or "
+                                               "`lipline weights smoke`); default: the Hugging Face cache"),
+    steps: int = typer.Option(20, help="Denoising steps"),
+    guidance: float = typer.Option(1.5, help="Audio guidance scale (1.0 = off)"),
+    seed: int = typer.Option(1247, help="Random seed"),
+    face: str = typer.Option("largest", help="Which face: largest | index=K (K-th from the left) | bbox=x,y,w,h"),
+    precision: str = typer.Option("auto", help="auto | fp32 | fp16 | bf16"),
+    keep_mouth_in_silence: bool = typer.Option(True, "--keep-mouth-in-silence/--animate-silence",
+                                               help="Keep the original mouth during dub silences of 0.5 s or more"),
+    window_overlap: int = typer.Option(2, help="Frames shared by consecutive 16-frame windows (0 = official)"),
     store: Optional[str] = typer.Option(None, help="Store root: folder or fsspec URI (default ./lipline-store or LIPLINE_STORE)"),
     job_id: Optional[str] = typer.Option(None, help="Job id (default: generated); the deliverable goes to STORE/JOB_ID/"),
     loudness: float = typer.Option(-16.0, help="Delivery loudness target in LUFS (-23 broadcast, -14 streaming)"),
@@ -92,13 +105,17 @@ def run(
     from pydantic import ValidationError
 
     from lipline.params import LocalizeParams, parse_length_mode
+    from lipline.records import LipsyncOptions
 
     try:
         params = LocalizeParams(
             video_uri=_absolute(video), audio_uri=_absolute(audio), subtitles_uri=_absolute(subtitles),
             intro_uri=_absolute(intro), outro_uri=_absolute(outro), engine=engine, job_id=job_id, replace=replace,
             store=store, loudness_lufs=loudness, max_segment_s=max_segment_s, x264_preset=preset, crf=crf,
-            contract_overrides=_parse_overrides(override), **parse_length_mode(length_mode))
+            contract_overrides=_parse_overrides(override), **parse_length_mode(length_mode),
+            lipsync=LipsyncOptions(model_version=model_version, weights_dir=weights, steps=steps, guidance=guidance,
+                                   seed=seed, face=face, precision=precision,
+                                   keep_mouth_in_silence=keep_mouth_in_silence, window_overlap=window_overlap))
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise typer.BadParameter(problems) from None
@@ -107,6 +124,8 @@ def run(
     from lipline.runner import run_localize
 
     result = run_localize(params, show_progress=not quiet, console=err)
+    for notice in result.notices:
+        err.print(notice, style="yellow", markup=False, highlight=False)
     if result.dry_run:
         err.print(f"[yellow]engine {result.engine!r} is a dry run: original frames under the new audio, no lip-sync[/]")
     print(result.final_uri)

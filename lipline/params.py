@@ -8,6 +8,8 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from lipline.records import LipsyncOptions
+
 AudioLonger = Literal["pingpong", "loop", "freeze", "fail"]
 VideoLonger = Literal["trim", "pad-silence"]
 LoudnessPreset = Literal["default", "broadcast", "streaming"]
@@ -41,7 +43,12 @@ class LocalizeParams(BaseModel):
     store: Optional[str] = Field(None, description="Store root (folder or fsspec URI); default from LIPLINE_STORE or ./lipline-store")
     job_id: Optional[str] = Field(None, description="Job id: letters, digits, '.', '_' or '-'; generated when empty")
     replace: bool = Field(False, description="Replace the deliverable of an already completed job with the same id")
-    engine: str = Field("passthrough", description="Lip-sync engine; 'passthrough' is a dry run (no lip-sync)")
+    engine: str = Field("auto", description="Lip-sync engine: 'latentsync' (needs its weights), 'passthrough' (a dry "
+                                            "run, no lip-sync) or 'auto' (latentsync when its weights are in the "
+                                            "cache, else passthrough with a notice)")
+    lipsync: LipsyncOptions = Field(default_factory=LipsyncOptions,
+                                    description="LatentSync settings: version, weights, steps, guidance, seed, "
+                                                "precision, which face, silences, window overlap")
     loudness_lufs: float = Field(-16.0, ge=-40.0, le=-5.0, description="Delivery loudness target (EBU R128 integrated, LUFS)")
     true_peak_db: float = Field(-1.0, ge=-9.0, le=0.0, description="True-peak ceiling in dBTP")
     audio_longer: AudioLonger = Field("pingpong", description="When the dub is longer than the video: how to extend the picture")
@@ -52,6 +59,16 @@ class LocalizeParams(BaseModel):
     x264_preset: X264Preset = Field("veryfast", description="Encoder preset of the one final encode")
     crf: int = Field(20, ge=0, le=51, description="Quality of the final encode (lower = better, larger)")
     contract_overrides: dict[str, float] = Field(default_factory=dict, description="Contract thresholds to override, by rule key (see data_contracts/README.md)")
+
+    @field_validator("engine")
+    @classmethod
+    def _engine_is_known(cls, value: str) -> str:
+        from lipline.models.registry import engine_specs
+
+        known = ["auto", *(s.name for s in engine_specs("video"))]
+        if value not in known:
+            raise ValueError(f"unknown engine {value!r}; choose one of: {', '.join(known)}")
+        return value
 
     @field_validator("job_id")
     @classmethod

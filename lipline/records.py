@@ -5,7 +5,7 @@ from __future__ import annotations
 from fractions import Fraction
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Role = Literal["video", "audio", "subtitles", "intro", "outro"]
 Severity = Literal["fail", "fixable", "warn"]
@@ -117,8 +117,13 @@ class Segment(Record):
     start_frame: int
     end_frame: int = Field(description="Exclusive")
     fps: float
-    video_uri: str
+    video_uri: str = Field(description="The segment's video, or the whole normalized video when `frame_range` is set")
     audio_uri: str = Field(description="16 kHz mono model audio for this segment")
+    frame_range: tuple[int, int] | None = Field(
+        None, description="Frames [start, end) of `video_uri` that make this segment (a forward plan writes no "
+                          "segment files); None: the whole file is the segment")
+    face_track_uri: str | None = Field(None, description="The face track of this segment's frames (one entry per "
+                                                         "frame), when the job tracked faces")
 
     @property
     def frame_count(self) -> int:
@@ -133,14 +138,62 @@ class Segment(Record):
         return self.end_frame / self.fps
 
 
+class FrameSpan(Record):
+    """Frames [start, end) of a segment and why they were treated one way (generated, or passed through)."""
+
+    start: int
+    end: int = Field(description="Exclusive")
+    reason: str = Field(description="generated | no face | too small | too turned | silence")
+
+
 class EngineResult(Record):
+    """What an engine returned for one segment: where its frames are and what it did to them."""
+
     segment_index: int
     uri: str
+    frame_range: tuple[int, int] | None = Field(None, description="Frames [start, end) of `uri` (an engine that "
+                                                                  "keeps its input frames returns its input)")
     engine: str
     engine_version: str
     dry_run: bool = Field(description="True when the engine does not lip-sync (passthrough)")
+    smoke_model: bool = Field(False, description="True when a random-weight smoke model made the frames")
     rungs: list[str] = Field(default_factory=list, description="Out-of-memory ladder rungs taken")
     seconds: float
+    frames: int = Field(0, description="Frames in the engine's output")
+    generated: list[FrameSpan] = Field(default_factory=list, description="Frame spans the model generated")
+    passed_through: list[FrameSpan] = Field(default_factory=list,
+                                            description="Frame spans left as the source frames, with the reason")
+    settings: dict = Field(default_factory=dict, description="Model version, checkpoints, steps, guidance, seed, "
+                                                             "precision and what the engine measured")
+
+
+class LipsyncOptions(Record):
+    """How a lip-sync engine works on a job (the `latentsync` engine reads all of it; `passthrough` none)."""
+
+    model_version: Literal["1.5", "1.6"] = Field("1.5", description="LatentSync release: 1.5 (256 px) or 1.6 (512 px)")
+    weights_dir: str | None = Field(None, description="Weights cache folder (`lipline weights pull --cache-dir` or "
+                                                      "`lipline weights smoke`); default LIPLINE_WEIGHTS_DIR or "
+                                                      "the Hugging Face cache")
+    steps: int = Field(20, ge=1, le=200, description="DDIM denoising steps")
+    guidance: float = Field(1.5, ge=1.0, le=10.0, description="Classifier-free audio guidance (1.0 = off)")
+    seed: int = Field(1247, ge=0, description="Random seed (the official default is 1247)")
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
+        "auto", description="Working precision: auto = fp16 on Ampere or newer GPUs, else fp32")
+    face: str = Field("largest", description="Which face to lip-sync: largest | index=K (K-th from the left) | "
+                                             "bbox=x,y,w,h")
+    keep_mouth_in_silence: bool = Field(True, description="Keep the original mouth during dub silences >= 0.5 s")
+    window_overlap: int = Field(2, ge=0, le=8, description="Frames shared by consecutive 16-frame windows, "
+                                                           "cross-faded (0 = the official windows)")
+
+    @field_validator("face")
+    @classmethod
+    def _face_choice_parses(cls, value: str) -> str:
+        from lipline.models.face.choice import FaceChoice
+
+        try:
+            return str(FaceChoice.parse(value))
+        except Exception as exc:  # noqa: BLE001 - the parser's own message says what is wrong
+            raise ValueError(str(exc)) from None
 
 
 class PostParams(Record):

@@ -64,6 +64,30 @@ def pull(
 
 
 @app.command()
+def smoke(
+    cache_dir: Path = typer.Argument(..., help="Folder to write the smoke model into (a Hugging Face cache layout)."),
+    version: str = typer.Option("1.5", "--version", "-v", help=_VERSION_HELP),
+) -> None:
+    """Write a random-weight LatentSync of the reduced configuration in the official file layout, for pipeline QA:
+    `lipline run --engine latentsync --weights DIR` then runs the real loading code and the whole face path on a
+    CPU in seconds. Its output is NOT a real lip-sync and is labelled so."""
+    from lipline.models.latentsync import weights
+    from lipline.models.latentsync.smoke import SMOKE_NOTE, write_smoke_release
+
+    try:
+        weights.version_spec(version)
+        snapshot = write_smoke_release(cache_dir, version)
+    except LiplineError as exc:
+        _fail(exc)
+        return
+    except OSError as exc:
+        typer.echo(f"error: cannot write the smoke model into {cache_dir}: {exc.strerror or exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"LatentSync {version} smoke model in {snapshot} ({SMOKE_NOTE})")
+    typer.echo(f"use it with: lipline run VIDEO AUDIO --engine latentsync --weights {cache_dir} --model-version {version}")
+
+
+@app.command()
 def verify(
     version: str = typer.Option("1.5", "--version", "-v", help=_VERSION_HELP),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help=_CACHE_HELP),

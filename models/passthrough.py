@@ -4,17 +4,21 @@ it does not lip-sync, and every output that used it says so (CLI, manifest)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from lipline.media import run_ffmpeg
+from lipline.records import EngineResult, FrameSpan, LipsyncOptions, Segment
 
 
 class PassthroughEngine:
     name = "passthrough"
-    version = "1"
+    kind = "video"
+    version = "2"
     dry_run = True
 
-    def run_segment(self, video: Path, audio: Path, out: Path) -> list[str]:
-        """Mux `video`'s frames (stream copy, untouched) with `audio`; returns the OOM-ladder rungs taken (none)."""
-        run_ffmpeg(["-i", video, "-i", audio, "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy",
-                    "-c:a", "aac", "-b:a", "128k", "-shortest", out], what=f"passing {video.name} through")
-        return []
+    def run_segment(self, segment: Segment, video: Path, audio: Path, out: Path, options: LipsyncOptions, *,
+                    track: Any = None, progress: Any = None) -> EngineResult:
+        """The segment's own frames: its input is its output (the final encode takes the delivery audio)."""
+        n = segment.frame_count
+        return EngineResult(segment_index=segment.index, uri=segment.video_uri, frame_range=segment.frame_range,
+                            engine=self.name, engine_version=self.version, dry_run=True, seconds=0.0, frames=n,
+                            passed_through=[FrameSpan(start=0, end=n, reason="dry run")])

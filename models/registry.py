@@ -2,10 +2,11 @@
 
 Two kinds of engines exist:
 
-* ``video`` engines turn a segment's video file + model-audio file into a segment video file
-  (``run_segment``); the `localize` flow drives these.
+* ``video`` engines turn a segment (its video or frame range + its 16 kHz model audio) into the segment's frames
+  (``run_segment(segment, video, audio, out, options, track=...)`` -> `EngineResult`); the `localize` flow
+  drives these. An engine that keeps its input frames returns its input (no file written).
 * ``face`` engines work on aligned face crops, masks and audio features as tensors/arrays
-  (``generate``); the face pipeline wraps one into a video engine.
+  (``generate``); the `latentsync` video engine wraps `latentsync-faces`.
 
 Importing this module imports neither torch nor any engine: the CLI and the CPU pool stay light.
 """
@@ -28,7 +29,7 @@ class EngineSpec:
     kind: EngineKind
     target: str  # "module:Class"
     summary: str
-    alters_frames: bool = True  # False: the engine's output frames are its input frames (no segment files needed)
+    uses_faces: bool = False  # True: the engine needs the job's face track (and model weights)
 
 
 _SPECS: dict[str, EngineSpec] = {}
@@ -70,7 +71,9 @@ def get_engine(name: str, kind: EngineKind | None = None, **options: Any) -> Any
 
 
 register_engine(EngineSpec("passthrough", "video", "lipline.models.passthrough:PassthroughEngine",
-                           "dry run for pipeline QA: original frames under the new audio (no lip-sync)",
-                           alters_frames=False))
-register_engine(EngineSpec("latentsync", "face", "lipline.models.latentsync.engine:LatentSyncEngine",
-                           "LatentSync 1.5 (256 px) / 1.6 (512 px) audio-conditioned latent diffusion"))
+                           "dry run for pipeline QA: original frames under the new audio (no lip-sync)"))
+register_engine(EngineSpec("latentsync", "video", "lipline.models.latentsync.video_engine:LatentSyncVideoEngine",
+                           "LatentSync 1.5 (256 px) / 1.6 (512 px): face track, alignment, diffusion, paste-back",
+                           uses_faces=True))
+register_engine(EngineSpec("latentsync-faces", "face", "lipline.models.latentsync.engine:LatentSyncEngine",
+                           "LatentSync on aligned face crops (tensors in, tensors out); used by `latentsync`"))

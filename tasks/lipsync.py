@@ -14,7 +14,7 @@ from prefect import task
 
 from lipline.errors import InsufficientGPUMemory
 from lipline.models.registry import get_engine
-from lipline.records import EngineResult, Segment
+from lipline.records import EngineResult, LipsyncOptions, Segment
 from lipline.uris import local_path, publish
 
 
@@ -31,26 +31,35 @@ def _transient(task, task_run, state) -> bool:
     return False
 
 
-def sync_segment(segment: Segment, engine_name: str, out_dir: Path) -> EngineResult:
+def sync_segment(segment: Segment, engine_name: str, out_dir: Path, options: LipsyncOptions | None = None,
+                 on_progress: Callable[[float], None] | None = None) -> EngineResult:
     """Run engine `engine_name` on one segment; returns where its output lies and what the engine did."""
     engine = get_engine(engine_name, kind="video")
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     video = local_path(segment.video_uri, out_dir)
     audio = local_path(segment.audio_uri, out_dir)
+    track = load_track(local_path(segment.face_track_uri, out_dir)) if segment.face_track_uri else None
     out = out_dir / f"segment-{segment.index:04d}.mp4"
-    rungs = engine.run_segment(video, audio, out)
-    return EngineResult(segment_index=segment.index, uri=publish(out, str(out)), engine=engine.name,
-                        engine_version=engine.version, dry_run=engine.dry_run, rungs=list(rungs),
-                        seconds=round(time.perf_counter() - started, 3))
+    result = engine.run_segment(segment, video, audio, out, options or LipsyncOptions(), track=track,
+                                progress=on_progress)
+    uri = result.uri if result.uri == segment.video_uri else publish(Path(result.uri), str(out))
+    return result.model_copy(update={"uri": uri, "seconds": round(time.perf_counter() - started, 3)})
+
+
+def load_track(path: Path):
+    from lipline.models.face.facetrack import FaceTrack
+
+    return FaceTrack.load(path)
 
 
 @task(name="lipsync-segment", retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=_transient)
-def lipsync_segment(segment: Segment, engine_name: str, out_dir: Path) -> EngineResult:
-    return sync_segment(segment, engine_name, out_dir)
+def lipsync_segment(segment: Segment, engine_name: str, out_dir: Path,
+                    options: LipsyncOptions | None = None) -> EngineResult:
+    return sync_segment(segment, engine_name, out_dir, options)
 
 
-def lipsync_segments(segments: list[Segment], engine_name: str, out_dir: Path,
+def lipsync_segments(segments: list[Segment], engine_name: str, out_dir: Path, options: LipsyncOptions | None = None,
                      on_progress: Callable[[float], None] | None = None) -> list[EngineResult]:
     """Segments in order, one task run each (so a failed segment is retried alone and shown in the UI)."""
     get_engine(engine_name, kind="video")  # fail fast on an unknown or wrong-kind engine
@@ -58,7 +67,7 @@ def lipsync_segments(segments: list[Segment], engine_name: str, out_dir: Path,
     total_frames = sum(s.frame_count for s in segments) or 1
     done = 0
     for seg in segments:
-        results.append(lipsync_segment(seg, engine_name, out_dir))
+        results.append(lipsync_segment(seg, engine_name, out_dir, options))
         done += seg.frame_count
         if on_progress:
             on_progress(done / total_frames)

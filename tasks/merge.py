@@ -164,3 +164,25 @@ def merge_segments(segment_uris: list[str], out_path: Path, *, workdir: Path | N
       description="Frame-accurate stream-copy concat of the lip-synced segments")
 def merge(segment_uris: list[str], out_path: Path) -> str:
     return merge_segments(segment_uris, out_path)
+
+
+@task(name="merge-results", cache_policy=NO_CACHE,
+      description="The main picture from the engine results: the source video as it is, or the segments joined")
+def merge_results_task(results: list, out_path: Path) -> str:
+    return merge_results(results, out_path)
+
+
+def merge_results(results: list, out_path: Path) -> str:
+    """The main picture from the engines' results, in segment order: frame ranges of one file that follow each other
+    from frame 0 are that file as it is (nothing copied); segment files are joined with `merge_segments`."""
+    results = sorted(results, key=lambda r: r.segment_index)
+    ranges = [r.frame_range for r in results]
+    if all(rng is not None for rng in ranges):
+        if len({r.uri for r in results}) != 1 or ranges[0][0] != 0 or any(
+                a[1] != b[0] for a, b in zip(ranges, ranges[1:])):
+            raise MediaToolError("engine results are frame ranges that do not follow each other in one file; "
+                                 "cannot join them without re-encoding")
+        return results[0].uri
+    if any(rng is not None for rng in ranges):
+        raise MediaToolError("some engine results are frame ranges and others files; an engine must return one kind")
+    return merge_segments([r.uri for r in results], out_path)

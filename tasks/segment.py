@@ -13,7 +13,8 @@ Cut points are frame boundaries in the middle of the longest pause (``librosa.ef
 
 `cut_segments` streams frames with PyAV (decode → encode, one decoder kept open and moved forward; seeks only for
 jumps), so memory stays bounded: reversed runs are produced in chunks of at most ~256 MB of raw frames. A plan that
-is the identity (one segment showing every source frame once, in order) reuses the normalized video untouched.
+shows the source frames in order (equal lengths, trim, pad-silence) writes no video: its segments are frame ranges
+of the normalized video.
 """
 
 from __future__ import annotations
@@ -113,6 +114,10 @@ class PlannedSegment(Record):
     @property
     def frame_count(self) -> int:
         return self.end_frame - self.start_frame
+
+    def source_frames(self) -> list[int]:
+        """The source frame shown at each of this segment's output frames, in order."""
+        return [run.source(i) for run in self.runs for i in range(run.out_start, run.out_end)]
 
 
 class SegmentPlan(Record):
@@ -326,19 +331,22 @@ def _write_audio(samples_path: Path, start: int, stop: int, out: Path) -> None:
 
 
 def cut_segments(plan: SegmentPlan, normalized_video_uri: str, model_audio_uri: str, out_dir: Path) -> list[Segment]:
-    """Write each planned segment as ``seg-NNNNN.mp4`` (exact frame count) + ``seg-NNNNN.wav`` (16 kHz mono slice)."""
+    """Each planned segment's ``seg-NNNNN.wav`` (16 kHz mono slice) and its frames: a frame range of the normalized
+    video when the plan shows the source frames in order, else ``seg-NNNNN.mp4`` (exact frame count)."""
     out_dir = Path(out_dir).absolute()
     out_dir.mkdir(parents=True, exist_ok=True)
     video = local_path(normalized_video_uri, out_dir).absolute()
     audio = local_path(model_audio_uri, out_dir).absolute()
     rate = plan.rate
     segments: list[Segment] = []
-    if plan.is_identity:
-        seg = plan.segments[0]
-        wav = out_dir / "seg-00000.wav"
-        _write_audio(audio, seg.audio_start, seg.audio_end, wav)
-        return [Segment(index=0, start_frame=0, end_frame=plan.total_frames, fps=plan.fps,
-                        video_uri=str(normalized_video_uri), audio_uri=str(wav))]
+    if plan.is_forward:  # the planned frames are the source frames in order: segments are ranges of the video
+        for seg in plan.segments:
+            wav = out_dir / f"seg-{seg.index:05d}.wav"
+            _write_audio(audio, seg.audio_start, seg.audio_end, wav)
+            segments.append(Segment(index=seg.index, start_frame=seg.start_frame, end_frame=seg.end_frame,
+                                    fps=plan.fps, video_uri=str(normalized_video_uri), audio_uri=str(wav),
+                                    frame_range=(seg.start_frame, seg.end_frame)))
+        return segments
     reader = FrameReader(video, rate, plan.source_frames)
     try:
         width = reader.stream.codec_context.width

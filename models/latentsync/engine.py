@@ -97,6 +97,8 @@ class EngineParams:
 @dataclass
 class FaceEngineResult:
     faces: torch.Tensor  # uint8 [N, 3, R, R]
+    faces_float: torch.Tensor | None = None  # float32 [N, 3, R, R] in about [-1, 1] (only with return_float=True)
+    init_noise: torch.Tensor | None = None  # the [1, 4, 1, R/8, R/8] initial noise used (pass it to the next call)
     rungs_taken: list[str] = field(default_factory=list)
     timings: dict[str, Any] = field(default_factory=dict)
     settings_used: dict[str, Any] = field(default_factory=dict)
@@ -251,7 +253,9 @@ class LatentSyncEngine:
 
     # ------------------------------------------------------------------ generate
     def generate(self, faces: Any, audio_chunks: Any, mask: torch.Tensor | None = None,
-                 params: EngineParams | None = None, *, progress: Callable[..., Any] | None = None) -> FaceEngineResult:
+                 params: EngineParams | None = None, *, progress: Callable[..., Any] | None = None,
+                 generator: torch.Generator | None = None, init_noise: torch.Tensor | None = None,
+                 return_float: bool = False) -> FaceEngineResult:
         """Lip-sync aligned faces.
 
         Args:
@@ -259,6 +263,9 @@ class LatentSyncEngine:
             audio_chunks: ``[N, 50, d]`` whisper chunks, one per frame (see `LatentSyncModel.audio_chunks`).
             mask: float ``[3, R, R]`` (1 keep, 0 regenerate); default the release's mask.
             params: `EngineParams` (defaults: 20 steps, guidance 1.5, DeepCache on, seed 1247).
+            generator, init_noise: continue a segment fed in pieces (see `LatentSyncPipeline.generate`); a retry
+                on the OOM ladder restarts from the generator state of the first attempt.
+            return_float: also return the float faces that the paste-back into the source frame consumes.
 
         Returns `FaceEngineResult` with uint8 ``[N, 3, R, R]`` faces, the ladder rungs taken, timings and the
         settings finally used. Raises `InsufficientGPUMemory` when every rung ran out of memory.
@@ -299,6 +306,11 @@ class LatentSyncEngine:
             attempts: list[dict[str, Any]] = []
             stage = "initial"
             out = None
+            rng_state = generator.get_state() if generator is not None else None
+            if init_noise is None and generator is not None:
+                lat = r // 8
+                init_noise = torch.randn((1, 4, 1, lat, lat), generator=generator, device=device, dtype=DTYPES[dtype_name])
+                rng_state = generator.get_state()
             while out is None:
                 t0 = time.perf_counter()
                 oom: str | None = None
@@ -306,11 +318,14 @@ class LatentSyncEngine:
                     self._set_dtype(settings["dtype"])
                     self._inject(reached, stage)
                     pipe = self._model.pipeline()  # type: ignore[union-attr]
+                    if rng_state is not None:
+                        generator.set_state(rng_state)  # type: ignore[union-attr]
                     out = pipe.generate(
                         faces_t, audio_t, mask_t, num_inference_steps=params.steps, guidance_scale=params.guidance,
                         deepcache=settings["deepcache"], seed=params.seed, window=params.window,
                         window_batch=settings["window_batch"], vae_slicing=settings["vae_slicing"],
-                        dtype=DTYPES[settings["dtype"]], device=device, progress=progress)
+                        dtype=DTYPES[settings["dtype"]], device=device, progress=progress,
+                        generator=generator, init_noise=init_noise, return_float=return_float)
                 except torch.cuda.OutOfMemoryError as exc:
                     oom = str(exc).splitlines()[0] if str(exc) else "CUDA out of memory"
                     out = None
@@ -348,7 +363,9 @@ class LatentSyncEngine:
                 "weights_dtype": _DTYPE_NAMES.get(self._model.dtype, str(self._model.dtype)),  # type: ignore[union-attr]
                 "compile": self._compiled, "channels_last": self._channels_last,
             }
-            return FaceEngineResult(faces=result_faces, rungs_taken=rungs_taken, timings=timings, settings_used=settings_used)
+            return FaceEngineResult(faces=result_faces, faces_float=getattr(out, "faces_float", None),
+                                    init_noise=init_noise, rungs_taken=rungs_taken, timings=timings,
+                                    settings_used=settings_used)
 
     def audio_chunks(self, waveform: Any, fps: float = 25.0) -> torch.Tensor:
         """16 kHz waveform -> ``[N, 50, d]`` chunks with this engine's whisper encoder (loads the model)."""

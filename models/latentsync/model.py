@@ -53,6 +53,13 @@ class LatentSyncModel:
 
         t0 = time.perf_counter()
         rw = resolved if resolved is not None else resolve(version, cache_dir, mask_path=mask_path)
+        from .smoke import smoke_marker
+
+        smoke = smoke_marker(rw.unet_path)
+        if unet_config is None and smoke is not None:
+            from .config import UNet3DConfig
+
+            unet_config = UNet3DConfig.from_dict(smoke["unet_config"])
         unet = UNet3DConditionModel.from_official_checkpoint(rw.unet_path, config=unet_config, dtype=dtype, device=device)
         audio_encoder = AudioEncoder.from_openai_checkpoint(str(rw.whisper_path))
         vae = load_vae(rw.vae_dir, dtype=dtype)
@@ -61,6 +68,7 @@ class LatentSyncModel:
         scheduler = make_ddim_scheduler()
         mask = load_mask(rw.mask_path, rw.resolution)  # None -> the generated mask
         provenance = rw.provenance(hashes=hash_files)
+        provenance["smoke_model"] = smoke is not None
         provenance["load_s"] = round(time.perf_counter() - t0, 3)
         model = cls(unet=unet, vae=vae, audio_encoder=audio_encoder, scheduler=scheduler, mask=mask,
                     version=rw.version, resolution=rw.resolution, provenance=provenance)

@@ -235,6 +235,7 @@ class LatentSyncPipeline:
         return_float: bool = False,
         return_latents: bool = False,
         init_noise: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
     ) -> LatentSyncOutput:
         """Generate lip-synced faces.
 
@@ -254,7 +255,10 @@ class LatentSyncPipeline:
             progress: ``fn(done_frames, total_frames)`` after each finished window group.
             return_float: also return the float faces (input of the official paste-back, SPEC 9.3).
             return_latents: also return each window's final latents.
-            init_noise: override the initial noise draw ``[1, 4, 1, R/8, R/8]`` (tests); no draw is made then.
+            init_noise: override the initial noise draw ``[1, 4, 1, R/8, R/8]``; no draw is made then.
+            generator: continue this RNG instead of seeding a new one (``seed`` is then only reported): a video
+                engine feeding a long segment window group by window group passes the same generator and the
+                first call's ``init_noise`` to every call, which reproduces one call over all frames exactly.
 
         Returns:
             `LatentSyncOutput` with ``faces`` uint8 ``[N, 3, R, R]`` on CPU.
@@ -264,7 +268,8 @@ class LatentSyncPipeline:
         device, dtype = self._resolve_device_dtype(device, dtype)
         if seed is None:
             seed = secrets.randbits(63)
-        generator = torch.Generator(device=device).manual_seed(seed)
+        if generator is None:
+            generator = torch.Generator(device=device).manual_seed(seed)
         n, _, height, width = faces.shape
         latent_hw = (height // VAE_STRIDE, width // VAE_STRIDE)
 

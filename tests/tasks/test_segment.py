@@ -158,7 +158,7 @@ def test_identity_reuses_the_video(counter_video, tmp_path):
     plan = plan_segments(wav, video_frames=50, fps=25.0)
     assert plan.is_identity
     (seg,) = cut_segments(plan, str(counter_video), str(wav), tmp_path / "o")
-    assert seg.video_uri == str(counter_video) and seg.frame_count == 50
+    assert seg.video_uri == str(counter_video) and seg.frame_count == 50 and seg.frame_range == (0, 50)
     assert sf.info(seg.audio_uri).frames == 50 * 640
 
 
@@ -167,7 +167,9 @@ def test_trim_and_pad_silence_cut(counter_video, tmp_path):
     sf.write(wav, tone(1.2), SR, subtype="PCM_16")
     trim = plan_segments(wav, 50, 25.0, length_mode="trim")
     (seg,) = cut_segments(trim, str(counter_video), str(wav), tmp_path / "t")
-    assert frame_indices(seg.video_uri) == list(range(30))
+    assert (seg.video_uri, seg.frame_range) == (str(counter_video), (0, 30))  # a range of the video, no file
+    assert frame_indices(seg.video_uri)[slice(*seg.frame_range)] == list(range(30))
+    assert not list((tmp_path / "t").glob("*.mp4"))
     pad = plan_segments(wav, 50, 25.0, length_mode="pad-silence")
     (seg,) = cut_segments(pad, str(counter_video), str(wav), tmp_path / "p")
     assert seg.video_uri == str(counter_video)

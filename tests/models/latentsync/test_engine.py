@@ -162,8 +162,8 @@ def test_model_is_loaded_once_and_reused(release, monkeypatch):
 def test_registry_builds_a_lazy_engine(tmp_path):
     from lipline.models.registry import get_engine
 
-    engine = get_engine("latentsync", kind="face", version="1.6", cache_dir=str(tmp_path), device="cpu")
+    engine = get_engine("latentsync-faces", kind="face", version="1.6", cache_dir=str(tmp_path), device="cpu")
     assert isinstance(engine, LatentSyncEngine) and engine.model is None and engine.resolution == 512
-    assert get_engine("latentsync", kind="face", version="1.6", cache_dir=str(tmp_path), device="cpu") is engine
+    assert get_engine("latentsync-faces", kind="face", version="1.6", cache_dir=str(tmp_path), device="cpu") is engine
     with pytest.raises(weights.WeightsNotFound, match="lipline weights pull --version 1.6"):
         engine.generate(random_faces(1, 512), random_audio(1, d=384))

@@ -9,7 +9,6 @@ to the blobs, ``refs/main`` holding the commit.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 from dataclasses import dataclass
@@ -18,77 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-LS_COMMIT = "0123456789abcdef0123456789abcdef01234567"
-VAE_COMMIT = "fedcba9876543210fedcba9876543210fedcba98"
-WHISPER_DIMS = {"n_mels": 80, "n_audio_ctx": 1500, "n_audio_state": 64, "n_audio_head": 4, "n_audio_layer": 4,
-                "n_vocab": 64, "n_text_ctx": 8, "n_text_state": 64, "n_text_head": 4, "n_text_layer": 1}
-VAE_KWARGS = dict(
-    in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-    block_out_channels=(16, 16, 32, 32), layers_per_block=1, act_fn="silu", latent_channels=4, norm_num_groups=8,
-    sample_size=64,
+from lipline.models.latentsync.smoke import (  # noqa: F401 - re-exported for the tests
+    LS_COMMIT, VAE_COMMIT, VAE_KWARGS, WHISPER_DIMS, put_hub_file, put_vae, repo_dir, tiny_unet, tiny_vae,
+    tiny_whisper_checkpoint, torch_bytes,
 )
-LFS_SUFFIXES = (".pt", ".safetensors", ".png", ".bin")
-
-
-def repo_dir(cache: Path, repo_id: str) -> Path:
-    return cache / ("models--" + repo_id.replace("/", "--"))
-
-
-def put_hub_file(cache: Path, repo_id: str, filename: str, data: bytes, commit: str) -> Path:
-    """Write ``data`` as ``repo_id/filename`` at ``commit`` in the hub cache layout; returns the snapshot path."""
-    rdir = repo_dir(cache, repo_id)
-    if filename.endswith(LFS_SUFFIXES):
-        blob_name = hashlib.sha256(data).hexdigest()
-    else:  # regular git file: the blob is named by its git object id
-        blob_name = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-    blob = rdir / "blobs" / blob_name
-    blob.parent.mkdir(parents=True, exist_ok=True)
-    blob.write_bytes(data)
-    (rdir / "refs").mkdir(parents=True, exist_ok=True)
-    (rdir / "refs" / "main").write_text(commit)
-    link = rdir / "snapshots" / commit / filename
-    link.parent.mkdir(parents=True, exist_ok=True)
-    if link.is_symlink() or link.exists():
-        link.unlink()
-    os.symlink(os.path.relpath(blob, link.parent), link)
-    return link
-
-
-def _torch_bytes(obj) -> bytes:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    return buf.getvalue()
-
-
-def tiny_unet(seed: int = 0):
-    from lipline.models.latentsync.config import UNet3DConfig
-    from lipline.models.latentsync.unet import UNet3DConditionModel
-
-    torch.manual_seed(seed)
-    return UNet3DConditionModel(UNet3DConfig.tiny()).eval()
-
-
-def tiny_whisper_checkpoint(seed: int = 0) -> dict:
-    from lipline.models.latentsync.weights import expected_whisper_encoder_shapes
-
-    g = torch.Generator().manual_seed(seed)
-    sd = {}
-    for k, shape in expected_whisper_encoder_shapes(WHISPER_DIMS).items():
-        if k.endswith(("ln.weight", "ln_post.weight")):
-            sd[k] = torch.ones(shape)
-        else:
-            sd[k] = torch.randn(shape, generator=g) * 0.02
-    d = WHISPER_DIMS["n_text_state"]
-    sd["decoder.ln.weight"] = torch.ones(d)  # the real file has a decoder too; LatentSync ignores it
-    sd["decoder.ln.bias"] = torch.zeros(d)
-    return {"dims": dict(WHISPER_DIMS), "model_state_dict": sd}
-
-
-def tiny_vae(seed: int = 0):
-    from diffusers import AutoencoderKL
-
-    torch.manual_seed(seed)
-    return AutoencoderKL(**VAE_KWARGS).eval()
 
 
 def mask_png_bytes(size: int = 256) -> bytes:
@@ -126,14 +58,16 @@ def write_tiny_release(cache: Path, version: str = "1.5", *, with_mask_in_snapsh
     if unet_sd is None:
         unet_sd = {k: v.clone() for k, v in tiny_unet().state_dict().items()}
     if "unet" not in drop:
-        put_hub_file(cache, repo, "latentsync_unet.pt", _torch_bytes({"state_dict": unet_sd, "global_step": 1}), LS_COMMIT)
+        put_hub_file(cache, repo, "latentsync_unet.pt", torch_bytes({"state_dict": unet_sd, "global_step": 1}), LS_COMMIT)
     if "whisper" not in drop:
-        put_hub_file(cache, repo, "whisper/tiny.pt", _torch_bytes(tiny_whisper_checkpoint()), LS_COMMIT)
-    vae_tmp = cache.parent / f"_vae_src_{version}"
-    tiny_vae().save_pretrained(str(vae_tmp), safe_serialization=True)
-    for role, name in (("vae_config", "config.json"), ("vae_weights", "diffusion_pytorch_model.safetensors")):
-        if role not in drop:
-            put_hub_file(cache, VAE_REPO, name, (vae_tmp / name).read_bytes(), VAE_COMMIT)
+        put_hub_file(cache, repo, "whisper/tiny.pt", torch_bytes(tiny_whisper_checkpoint()), LS_COMMIT)
+    if "vae_config" not in drop or "vae_weights" not in drop:
+        put_vae(cache)
+        for role, name in (("vae_config", "config.json"), ("vae_weights", "diffusion_pytorch_model.safetensors")):
+            if role in drop:
+                link = repo_dir(cache, VAE_REPO) / "snapshots" / VAE_COMMIT / name
+                (link.parent / os.readlink(link)).resolve().unlink()
+                link.unlink()
     if with_mask_in_snapshot:
         put_hub_file(cache, repo, "mask.png", mask_png_bytes(), LS_COMMIT)
     mask_file = cache.parent / "mask.png"

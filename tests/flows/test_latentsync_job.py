@@ -1,0 +1,126 @@
+"""Real lip-sync jobs on a CPU: `lipline run --engine latentsync` with the smoke model (random weights in the
+official layout, loaded by the real loading code) through the whole face path, against the passthrough run."""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from lipline import samples
+from tests.flows.test_localize_cli import lipline
+
+pytestmark = pytest.mark.integration
+FAST = ("--steps", "2", "--quiet", "--set", "audio.duration.min_s=1")
+
+
+@pytest.fixture(scope="session")
+def smoke_weights(tmp_path_factory) -> Path:
+    from lipline.models.latentsync.smoke import write_smoke_release
+
+    folder = tmp_path_factory.mktemp("smoke-weights")
+    write_smoke_release(folder, "1.5")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def clip(tmp_path_factory):
+    """2.4 s of the astronaut at 25 fps, and a dub of the same length with a 1 s pause in the middle."""
+    d = tmp_path_factory.mktemp("ls-clip")
+    face = samples.face_png(d / "face.png")
+    video = samples.talking_video(d / "talk.mp4", face, 2.4, 480, 320, 25)
+    dub = samples.write_audio(d / "dub.wav", samples.speech_like(2.4, pauses=((0.7, 1.7),)))
+    return video, dub
+
+
+def frames(path: Path) -> tuple[np.ndarray, Fraction]:
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        rate = Fraction(s.average_rate)
+        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(s)]), rate
+
+
+@pytest.fixture(scope="session")
+def jobs(clip, smoke_weights, tmp_path_factory):
+    """The same clip through passthrough and through latentsync (smoke model)."""
+    video, dub = clip
+    store = tmp_path_factory.mktemp("ls-store")
+    out = {}
+    for engine in ("passthrough", "latentsync"):
+        proc = lipline("run", str(video), str(dub), "--engine", engine, "--weights", str(smoke_weights),
+                       "--store", str(store), "--job-id", engine, *FAST)
+        assert proc.returncode == 0, proc.stderr
+        out[engine] = (store / engine, proc)
+    return out
+
+
+def test_latentsync_job_is_labelled_and_keeps_rate_and_frame_count(jobs):
+    job, proc = jobs["latentsync"]
+    assert "smoke model: not a real lip-sync" in proc.stderr and "Traceback" not in proc.stderr
+    manifest = json.loads((job / "manifest.json").read_text())
+    engine = manifest["engine"]
+    assert (engine["name"], engine["dry_run"], engine["smoke_model"]) == ("latentsync", False, True)
+    segment = engine["segments"][0]
+    assert segment["settings"]["steps"] == 2 and segment["settings"]["checkpoints"]["unet"]
+    assert engine["faces"]["valid"] == engine["faces"]["frames"] == 60
+    ls, rate = frames(job / "final.mp4")
+    pt, pt_rate = frames(jobs["passthrough"][0] / "final.mp4")
+    assert rate == pt_rate == 25 and ls.shape == pt.shape and ls.shape[0] == 60
+
+
+def test_only_the_face_changes_and_silence_keeps_the_original_mouth(jobs):
+    manifest = json.loads((jobs["latentsync"][0] / "manifest.json").read_text())
+    segment = manifest["engine"]["segments"][0]
+    generated = {i for s in segment["generated"] for i in range(s["start"], s["end"])}
+    silent = {i for s in segment["passed_through"] if s["reason"] == "silence" for i in range(s["start"], s["end"])}
+    assert generated and silent and not generated & silent
+    assert silent <= set(range(18, 43))  # the pause is 0.7-1.7 s = frames 17.5..42.5
+    ls, _ = frames(jobs["latentsync"][0] / "final.mp4")
+    pt, _ = frames(jobs["passthrough"][0] / "final.mp4")
+    diff = np.abs(ls.astype(np.int16) - pt.astype(np.int16)).max(axis=3)  # (frames, H, W)
+    face_box = np.zeros(diff.shape[1:], bool)
+    face_box[60:300, 120:360] = True  # the astronaut's head in the 480x320 frame, with margin
+    assert diff[:, ~face_box].mean() < 1.0  # outside the face: the same picture within encode noise
+    gen = sorted(generated)
+    assert diff[gen][:, face_box].mean() > 3 * diff[:, ~face_box].mean() + 1  # the random model changed the mouth
+    core = sorted(silent)[3:-3]
+    assert diff[core][:, face_box].mean() < 1.5  # deep in the silence: the original mouth
+
+
+def test_auto_picks_latentsync_with_weights_and_passthrough_without(clip, smoke_weights, tmp_path):
+    video, dub = clip
+    with_weights = lipline("run", str(video), str(dub), "--weights", str(smoke_weights), "--store",
+                           str(tmp_path / "s"), "--job-id", "auto-ls", *FAST)
+    assert with_weights.returncode == 0, with_weights.stderr
+    manifest = json.loads((tmp_path / "s" / "auto-ls" / "manifest.json").read_text())
+    assert (manifest["engine"]["requested"], manifest["engine"]["name"]) == ("auto", "latentsync")
+    without = lipline("run", str(video), str(dub), "--weights", str(tmp_path / "empty"), "--store",
+                      str(tmp_path / "s"), "--job-id", "auto-pt", *FAST)
+    assert without.returncode == 0, without.stderr
+    assert "DRY RUN" in without.stderr and "lipline weights pull" in without.stderr
+    manifest = json.loads((tmp_path / "s" / "auto-pt" / "manifest.json").read_text())
+    assert manifest["engine"]["name"] == "passthrough" and manifest["engine"]["notices"]
+
+
+def test_latentsync_without_weights_fails_before_any_work(clip, tmp_path):
+    video, dub = clip
+    proc = lipline("run", str(video), str(dub), "--engine", "latentsync", "--weights", str(tmp_path / "none"),
+                   "--store", str(tmp_path / "s"), "--job-id", "no-w", *FAST)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "lipline weights pull" in proc.stderr
+    assert not (tmp_path / "s" / "no-w" / "validation.json").exists()  # refused before validation
+
+
+def test_30fps_source_keeps_its_exact_rate(smoke_weights, tmp_path):
+    face = samples.face_png(tmp_path / "face.png")
+    video = samples.talking_video(tmp_path / "talk30.mp4", face, 1.5, 480, 320, 30)
+    dub = samples.write_audio(tmp_path / "dub.wav", samples.speech_like(1.5, pauses=()))
+    proc = lipline("run", str(video), str(dub), "--engine", "latentsync", "--weights", str(smoke_weights),
+                   "--store", str(tmp_path / "s"), "--job-id", "r30", *FAST)
+    assert proc.returncode == 0, proc.stderr
+    got, rate = frames(tmp_path / "s" / "r30" / "final.mp4")
+    assert rate == 30 and got.shape[0] == 45
