@@ -65,6 +65,7 @@ class FaceTrack:
     choice: str
     frames_detected: int
     detect_every: int
+    landmark_every: int = 1
     valid: np.ndarray = field(init=False, repr=False)
     boxes: np.ndarray = field(init=False, repr=False)
     anchors: np.ndarray = field(init=False, repr=False)
@@ -98,7 +99,8 @@ class FaceTrack:
         """Counts, settings and spans as plain JSON types (for manifests)."""
         return {"frames": self.frame_count, "valid": int(self.valid.sum()),
                 "interpolated": int(self.interpolated.sum()), "frames_detected": self.frames_detected,
-                "detect_every": self.detect_every, "width": self.width, "height": self.height,
+                "detect_every": self.detect_every, "landmark_every": self.landmark_every,
+                "width": self.width, "height": self.height,
                 "fps": self.fps, "rotation": self.rotation, "detector": self.detector, "choice": self.choice,
                 "spans": [s.to_dict(self.fps) for s in self.spans]}
 
@@ -129,7 +131,8 @@ class FaceTrack:
             track = cls(reason=z["reason"], interpolated=z["interpolated"], landmarks=landmarks, scores=z["scores"],
                         yaw=z["yaw"], width=header["width"], height=header["height"], fps=header["fps"],
                         rotation=header["rotation"], detector=header["detector"], choice=header["choice"],
-                        frames_detected=header["frames_detected"], detect_every=header["detect_every"])
+                        frames_detected=header["frames_detected"], detect_every=header["detect_every"],
+                        landmark_every=header.get("landmark_every", 1))
             track.anchors = z["anchors"]
         return track
 

@@ -65,8 +65,12 @@ class _Tracker:
         self.since_detect = detect_every
         self.frames_detected = 0
 
-    def step(self, frame: UprightFrame) -> tuple[int, np.ndarray | None, float, float]:
-        """One frame → (reason code, (478, 2) points or None, score, yaw in degrees)."""
+    def step(self, frame: UprightFrame, skip_mesh: bool = False) -> tuple[int, np.ndarray | None, float, float]:
+        """One frame → (reason code, (478, 2) points or None, score, yaw in degrees). With ``skip_mesh`` a frame
+        of a face being tracked is not landmarked (reported as "no face", to be interpolated)."""
+        if skip_mesh and self.box is not None and self.since_detect < self.detect_every:
+            self.since_detect += 1
+            return REASONS.index("no face"), None, self.score, 0.0
         if self.box is None or self.since_detect >= self.detect_every:
             self._detect(frame)
         self.since_detect += 1
@@ -114,13 +118,16 @@ def _best_iou(faces: list[Detection], box: Box) -> Detection | None:
 
 
 def compute_face_track(video_path: str | Path, choice: str | FaceChoice = "largest", *, detect_every: int = 10,
-                       analyzer: FaceAnalyzer | None = None, progress: Progress | None = None) -> FaceTrack:
+                       landmark_every: int = 1, analyzer: FaceAnalyzer | None = None,
+                       progress: Progress | None = None) -> FaceTrack:
     """Track the chosen face through ``video_path`` (frames upright). See the module docstring for the rules.
 
     Args:
         video_path: any video PyAV decodes.
         choice: ``largest`` | ``index=K`` | ``bbox=x,y,w,h`` or a `FaceChoice`.
         detect_every: run the detector every N frames (and on every frame while the face is lost); 1 = always.
+        landmark_every: run the mesh on every N-th frame of a tracked face (1..4) and interpolate the others
+            (flagged ``interpolated``); 1 (default) landmarks every frame. 2 halves the stage's main cost.
         analyzer: reuse a `FaceAnalyzer` (its mesh tracking is reset); default: a new one, closed at the end.
         progress: called as ``progress(frames_done, estimated_total)`` every 25 frames and at the end.
     Raises:
@@ -129,11 +136,14 @@ def compute_face_track(video_path: str | Path, choice: str | FaceChoice = "large
     face_choice = FaceChoice.parse(choice)
     if detect_every < 1:
         raise ValueError(f"detect_every must be ≥ 1, got {detect_every}")
+    if not 1 <= landmark_every <= MAX_INTERPOLATED_GAP + 1:
+        raise ValueError(f"landmark_every must be in 1..{MAX_INTERPOLATED_GAP + 1}, got {landmark_every}")
     own = analyzer is None
     analyzer = analyzer or FaceAnalyzer()
     analyzer.reset_tracking()
     tracker = _Tracker(analyzer, face_choice, detect_every)
     reasons: list[int] = []
+    skipped: list[bool] = []
     points: list[np.ndarray] = []
     scores: list[float] = []
     yaws: list[float] = []
@@ -141,7 +151,9 @@ def compute_face_track(video_path: str | Path, choice: str | FaceChoice = "large
     header = None
     try:
         for header, frame in iter_upright(video_path):
-            reason, pts, score, yaw = tracker.step(frame)
+            skip = len(reasons) % landmark_every != 0
+            reason, pts, score, yaw = tracker.step(frame, skip_mesh=skip)
+            skipped.append(skip and pts is None and score > 0)
             reasons.append(reason)
             points.append(nan_points if pts is None else pts)
             scores.append(score)
@@ -159,8 +171,26 @@ def compute_face_track(video_path: str | Path, choice: str | FaceChoice = "large
         yaw=np.asarray(yaws, np.float32), width=header.width if header else 0, height=header.height if header else 0,
         fps=header.fps if header else 0.0, rotation=header.rotation_ccw if header else 0,
         detector=detector_version(), choice=str(face_choice), frames_detected=tracker.frames_detected,
-        detect_every=detect_every)
-    return fill_short_gaps(track, MAX_INTERPOLATED_GAP)
+        detect_every=detect_every, landmark_every=landmark_every)
+    fill_short_gaps(track, MAX_INTERPOLATED_GAP)
+    _hold_skipped_tail(track, np.asarray(skipped, bool))
+    return track
+
+
+def _hold_skipped_tail(track: FaceTrack, skipped: np.ndarray) -> None:
+    """Frames after the last landmarked one that were skipped (``landmark_every`` > 1) have no right neighbour to
+    interpolate from: they repeat the last usable frame (flagged interpolated)."""
+    if not skipped.any() or track.valid.all():
+        return
+    last = int(np.flatnonzero(track.valid)[-1]) if track.valid.any() else -1
+    tail = np.arange(last + 1, track.frame_count)
+    if last < 0 or not tail.size or not skipped[tail].all():
+        return
+    track.landmarks[tail] = track.landmarks[last]
+    track.scores[tail], track.yaw[tail] = track.scores[last], track.yaw[last]
+    track.reason[tail] = 0
+    track.interpolated[tail] = True
+    track.refresh()
 
 
 def fill_short_gaps(track: FaceTrack, max_gap: int = MAX_INTERPOLATED_GAP) -> FaceTrack:

@@ -84,6 +84,20 @@ def test_detect_every_10_is_as_accurate_as_every_frame(moving_tracks, clip_dir, 
     assert np.nanmax(np.abs(anchors_from_mesh(fresh) - sparse.anchors)) <= 3.0
 
 
+def test_landmarks_every_second_frame_stay_close(moving_tracks, clip_dir, analyzer):
+    """landmark_every=2 (the mesh on every other frame, the rest interpolated): mean landmark difference to the
+    every-frame track < 1 px, anchors within 3 px; a skipped last frame repeats the previous one."""
+    full = moving_tracks[10]
+    half = compute_face_track(clip_dir / "moving.mp4", landmark_every=2, analyzer=analyzer)
+    assert half.valid.all() and half.interpolated.sum() == 37 and half.summary()["landmark_every"] == 2
+    assert np.abs(half.landmarks - full.landmarks).mean() < 1.0
+    assert np.abs(half.anchors - full.anchors).max() <= 3.0
+    blink = compute_face_track(clip_dir / "blink.mp4", landmark_every=2, analyzer=analyzer)  # 50 frames: 49 skipped
+    assert blink.valid.all() and blink.interpolated[49] and np.array_equal(blink.landmarks[49], blink.landmarks[48])
+    with pytest.raises(ValueError, match="landmark_every"):
+        compute_face_track(clip_dir / "blink.mp4", landmark_every=5, analyzer=analyzer)
+
+
 def test_face_leaving_for_two_seconds_is_a_no_face_span(leaving_track):
     track = leaving_track
     (span,) = track.spans
