@@ -68,9 +68,10 @@ def video_stream_stats(path: Path) -> VideoStreamStats:
             else:
                 duration = Fraction(last_end - first) * Fraction(tb)
                 start = Fraction(first) * Fraction(tb)
-            # the exact rate (25, 30/1, 30000/1001, ...): the declared or standard rate the timestamps confirm
+            # the exact rate (25, 30/1, 30000/1001, ...): a declared or standard rate the timestamps confirm
             measured = frames / duration if frames and duration else None
-            fps = exact_frame_rate(measured, (stream.average_rate, stream.guessed_rate, stream.base_rate),
+            fps = exact_frame_rate(measured, (stream.codec_context.framerate, stream.average_rate,
+                                              stream.guessed_rate, stream.base_rate),
                                    tolerance=rate_tolerance(tb, float(duration))) or Fraction(0)
             if fps and frames and abs(duration - frames / fps) > Fraction(1, 2) / fps:
                 # packet durations missing or odd: trust the frame count at the declared rate

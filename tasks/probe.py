@@ -16,10 +16,11 @@ returned `MediaProbe` comes from the *decoded* streams:
 * The mean rate comes from decoded timestamps, ``(n - 1) / (last_pts - first_pts)``, as an exact fraction. The
   stream is constant frame rate when at most 1 % of the timestamp deltas differ from the median delta by more than
   15 % plus one time-base tick (that absorbs the 33/34 ms rounding jitter of 1/1000 time bases at 29.97 fps).
-* ``VideoInfo.rate`` is the stream's **exact rational rate** ("30/1", "30000/1001"; `exact_frame_rate`): the
-  candidate closest to the measured mean among the rates the stream declares and the standard rates, when it lies
-  within the timestamps' precision; else the mean itself (limited to denominators ≤ 1001). 30 fps is never taken
-  for 30000/1001: they differ by 0.1 %, far more than the timestamps' error. ``fps`` is that rate as a float.
+* ``VideoInfo.rate`` is the stream's **exact rational rate** ("30/1", "30000/1001"; `exact_frame_rate`): a rate
+  the stream declares (the codec's own timing first) that the decoded timestamps confirm within their precision,
+  else the closest standard rate they confirm, else the mean itself (limited to denominators ≤ 1001). 30 fps is
+  never taken for 30000/1001 (the old code took the first standard rate within 0.5 %). ``fps`` is that rate as a
+  float.
 * Rotation comes from the display-matrix side data of the decoded frames (FFmpeg attaches the stream's matrix
   to every frame). PyAV reports it counter-clockwise; `VideoInfo.rotation` stores it clockwise in 0/90/180/270,
   the convention of the classic ``rotate`` tag, and the display size swaps width and height for 90/270.
@@ -223,20 +224,33 @@ def rate_tolerance(time_base: Fraction | None, span_s: float, constant: bool = T
 def exact_frame_rate(mean: Fraction | float | None, declared=(), *, tolerance: float = CFR_SNAP_REL) -> Fraction | None:
     """The exact rational frame rate of a stream whose timestamps give the mean rate `mean`.
 
-    The `STANDARD_RATES` within `tolerance` (relative) of `mean` come first, the **closest** one wins; then the rates
-    the stream `declares` (PyAV's ``average_rate``, ``guessed_rate``), which may be estimates themselves (an MKV
-    with 1 ms timestamps declares 19001/317 for 60000/1001); else the mean itself, limited to denominators ≤ 1001.
+    1. The first rate the stream `declares` (the codec's own timing, e.g. H.264 VUI, then PyAV's ``average_rate``,
+       ``guessed_rate``) that the timestamps confirm, i.e. within `tolerance` (relative) of `mean`. A declared
+       estimate within 0.01 % of a standard rate is that standard rate (an MKV with 1 ms timestamps declares
+       19001/317 for 60000/1001).
+    2. Else the `STANDARD_RATES` within `tolerance`, the **closest** one (never the first one near: 30 and
+       30000/1001 differ by only 0.1 %).
+    3. Else the mean itself, limited to denominators ≤ 1001.
     Without a measured mean, the first declared rate.
     """
     rates = [Fraction(d) for d in declared if _positive(d)]
     if not _positive(mean):
-        return rates[0] if rates else None
+        return _standard(rates[0]) if rates else None
     mean = Fraction(mean)
-    for candidates in (STANDARD_RATES, rates):
-        near = [c for c in candidates if abs(c - mean) <= Fraction(tolerance) * mean]
-        if near:
-            return min(near, key=lambda c: abs(c - mean))
+    window = Fraction(tolerance) * mean
+    confirmed = [r for r in rates if abs(r - mean) <= window]
+    if confirmed:
+        return _standard(confirmed[0])
+    near = [c for c in STANDARD_RATES if abs(c - mean) <= window]
+    if near:
+        return min(near, key=lambda c: abs(c - mean))
     return mean.limit_denominator(1001)
+
+
+def _standard(rate: Fraction) -> Fraction:
+    """`rate`, or the standard rate it approximates within `CFR_SNAP_REL`."""
+    near = [c for c in STANDARD_RATES if abs(c - rate) <= Fraction(CFR_SNAP_REL) * rate]
+    return min(near, key=lambda c: abs(c - rate)) if near else rate
 
 
 def _positive(value) -> bool:
@@ -393,7 +407,7 @@ def _probe_open(uri: str, size: int, container) -> MediaProbe:
         time_base = vstream.time_base or Fraction(1, 90000)
         mean, constant, vdur = _fps_stats(np.asarray(vpts, dtype=np.int64), time_base)
         nominal = _float_rate(vstream.average_rate) or _float_rate(vstream.guessed_rate)
-        declared = (vstream.average_rate, vstream.guessed_rate)
+        declared = (cc.framerate, vstream.average_rate, vstream.guessed_rate)
         span = float((len(vpts) - 1) / mean) if mean else 0.0  # seconds between the first and last timestamps
         rate = exact_frame_rate(mean, declared if constant else (), tolerance=rate_tolerance(time_base, span, constant))
         fps = float(rate) if rate and constant else float(mean or 0.0)

@@ -28,6 +28,11 @@ def test_snapping_picks_the_closest_rate_not_the_first_near_one():
     assert exact_frame_rate(Fraction(30000, 1001)) == Fraction(30000, 1001)
     # 1 ms timestamps: a 29.97 fps mean measured as 59 frames over 1969 ms, within the timestamps' precision
     assert exact_frame_rate(Fraction(59, 1969) * 1000, tolerance=1.5e-3 / 1.969) == Fraction(30000, 1001)
+    # 24 frames over 400 ms of 1 ms timestamps fit 60 and 60000/1001 alike: the declared rate decides, and a
+    # declared estimate (19001/317, what an MKV declares) is the standard rate it approximates
+    window = 1.5e-3 / 0.4
+    assert exact_frame_rate(Fraction(60), (Fraction(60000, 1001),), tolerance=window) == Fraction(60000, 1001)
+    assert exact_frame_rate(Fraction(60), (Fraction(19001, 317),), tolerance=window) == Fraction(60000, 1001)
     # a declared rate when no standard one fits; an unknown rate stays itself
     assert exact_frame_rate(Fraction(125, 10), (Fraction(25, 2),)) == Fraction(25, 2)
     assert exact_frame_rate(Fraction(1733, 100)) == Fraction(1733, 100)
@@ -73,3 +78,10 @@ def test_cfr_conversion_and_stream_stats_keep_the_exact_rate(sources, rate, tmp_
         assert stream.average_rate == Fraction(rate) and stream.guessed_rate == Fraction(rate)
     stats = video_stream_stats(Path(out.uri))
     assert stats.fps == Fraction(rate) and stats.frames == out.frame_count == round(2 * Fraction(rate))
+
+
+def test_short_coarse_timestamps_keep_the_declared_rate(tmp_path):
+    """0.4 s of 59.94 fps in MKV (1 ms ticks): the packets span exactly 400 ms, which alone would read as 60."""
+    mkv = mf.pattern_clip(tmp_path / "short.mkv", 128, 72, fps="60000/1001", dur=0.4)
+    assert video_stream_stats(mkv).fps == Fraction(60000, 1001)
+    assert probe_media(str(mkv)).video.rate == "60000/1001"

@@ -1,0 +1,96 @@
+"""Every common frame rate end to end through the real `localize` flow (passthrough engine, in-process Prefect):
+the deliverable keeps the source's exact rational rate (30/1 stays 30/1, 30000/1001 stays 30000/1001), has the
+frames the dub's length asks for on an exact timestamp grid, and its audio lasts as long as its video.
+
+Short, small clips (2 s of 192x108 video, a 2.5 s dub) keep the nine runs fast. The dub is longer than the video,
+so every run cuts segments (ping-pong), merges them and makes the one final encode; the sources cover the three
+ways a video enters the pipeline: H.264 MP4 (stream copy), H.264 MKV with 1 ms timestamps (stream copy from a
+coarse time base) and MPEG-4 Part 2 (re-encoded to CFR by normalize).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import pytest
+
+from lipline.flows.localize import localize
+from lipline.params import LocalizeParams
+from tests import media_factory as mf
+
+pytestmark = pytest.mark.integration
+
+DUB_S = Fraction(5, 2)
+SAMPLE_RATE = 48000
+AAC_FRAME = 1024  # the final audio may end on a whole AAC frame
+OVERRIDES = {"video.short_side.min_px": 64, "audio.duration.min_s": 1}
+SOURCES = [("24000/1001", "mkv", "h264"), ("24", "mp4", "mpeg4"), ("25", "mp4", "h264"),
+           ("30000/1001", "mkv", "h264"), ("30", "mp4", "mpeg4"), ("50", "mkv", "h264"),
+           ("60000/1001", "mp4", "mpeg4"), ("60", "mp4", "h264")]
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("rates")
+    return {"dir": d, "face": mf.face_png(d / "face.png"),
+            "dub": mf.write_audio(d / "dub.wav", mf.speech_like(float(DUB_S), pauses=((1.0, 1.3),)))}
+
+
+def source(inputs, rate: str, ext: str, codec: str) -> Path:
+    path = inputs["dir"] / f"talk-{rate.replace('/', '_')}-{codec}.{ext}"
+    if not path.exists():
+        extra = ("-c:v", "mpeg4", "-q:v", "3") if codec == "mpeg4" else ()
+        mf.talking_video(path, inputs["face"], 2.0, width=192, height=108, fps=rate, extra=extra)
+    return path
+
+
+def run_job(inputs, video: Path, tmp_path: Path, **extra) -> tuple[Path, dict]:
+    result = localize(LocalizeParams(video_uri=str(video), audio_uri=str(inputs["dub"]), store=str(tmp_path / "store"),
+                                     job_id="rates", max_segment_s=1.2, contract_overrides=OVERRIDES, **extra))
+    final = Path(result.final_uri)
+    return final, json.loads((final.parent / "manifest.json").read_text())
+
+
+def check_exact(final: Path, rate: Fraction, frames: int) -> None:
+    """Container rate, exact timestamp grid, frame count, and audio as long as the video."""
+    with av.open(str(final)) as c:
+        stream = c.streams.video[0]
+        assert (stream.average_rate, stream.guessed_rate) == (rate, rate)
+        tb = Fraction(stream.time_base)
+        assert (1 / rate) / tb == int((1 / rate) / tb), f"time base {tb} cannot hold a {rate} fps grid"
+        pts = sorted(f.pts for f in c.decode(stream))
+    assert len(pts) == frames
+    assert [Fraction(p - pts[0]) * tb for p in pts] == [Fraction(i) / rate for i in range(frames)]
+    with av.open(str(final)) as c:
+        samples = sum(f.samples for f in c.decode(c.streams.audio[0]))
+    video_samples = Fraction(frames) / rate * SAMPLE_RATE
+    assert abs(samples - video_samples) < AAC_FRAME, (samples, float(video_samples))
+
+
+@pytest.mark.parametrize("rate,ext,codec", SOURCES)
+def test_deliverable_keeps_the_exact_source_rate(inputs, tmp_path, rate, ext, codec):
+    exact = Fraction(rate)
+    final, manifest = run_job(inputs, source(inputs, rate, ext, codec), tmp_path)
+    frames = math.ceil(DUB_S * exact)  # the dub's length, in whole frames
+    check_exact(final, exact, frames)
+    assert manifest["inputs"]["video"]["probe"]["video"]["rate"] == f"{exact.numerator}/{exact.denominator}"
+    assert Fraction(manifest["video"]["fps_num"], manifest["video"]["fps_den"]) == exact
+    assert manifest["video"]["reencoded"] is (codec != "h264")
+    assert manifest["length_mode"] == "pingpong" and len(manifest["segments"]) >= 2
+
+
+def test_bumpers_at_other_rates_take_the_main_rate(inputs, tmp_path):
+    """A 30/1 main with a 25 fps intro (with sound) and a 60000/1001 outro (silent): delivered at exactly 30/1."""
+    intro = mf.bumper(inputs["dir"] / "intro-25.mp4", 0.5, 320, 240, 25, with_audio=True)
+    outro = inputs["dir"] / "outro-5994.mkv"
+    mf.ffmpeg("-f", "lavfi", "-i", "testsrc2=size=160x120:rate=60000/1001:duration=0.4", "-c:v", "libx264",
+              "-preset", "ultrafast", "-pix_fmt", "yuv420p", outro)
+    final, _ = run_job(inputs, source(inputs, "30", "mp4", "h264"), tmp_path, intro_uri=str(intro),
+                       outro_uri=str(outro))
+    # intro: 12 frames at 25 (its sound ends first: -shortest) = 0.48 s -> 14 at 30; main = the dub, 75;
+    # outro: 24 frames of 1001/60000 s = 0.4004 s -> 12
+    check_exact(final, Fraction(30), 14 + 75 + 12)
