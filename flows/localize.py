@@ -208,8 +208,9 @@ def run_stages(job: Job) -> LocalizeResult:
     with job.stage_of("validate"):
         inputs = {"video": p.video_uri, "audio": p.audio_uri, "subtitles": p.subtitles_uri,
                   "intro": p.intro_uri, "outro": p.outro_uri}
+        faces_checked = p.lipsync.face if get_spec(job.engine, kind="video").uses_faces else None
         reports = validate.validate({r: u for r, u in inputs.items() if u}, p.contract_overrides,
-                                    workdir=job.workdir / "validate")
+                                    workdir=job.workdir / "validate", faces=faces_checked)
         validation_doc = publish_validation(reports, job.workdir / "validation.json")
         job.store.put_file(validation_doc, f"{job.job_id}/validation.json")
         if any(r.verdict == "fail" for r in reports):

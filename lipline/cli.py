@@ -42,6 +42,8 @@ def validate(
     role: str = typer.Option(..., "--role", help="video | audio | subtitles | intro | outro"),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per file"),
     override: list[str] = typer.Option([], "--set", help="Override a contract threshold: RULE=NUMBER (repeatable)"),
+    face: Optional[str] = typer.Option("largest", help="Face choice the face rules report (video); 'none' skips "
+                                                       "the face rules (a passthrough dry run needs no face)"),
 ) -> None:
     """Check media files against the data contract of a role. Exit 0 when no file fails, 1 otherwise."""
     if role not in ROLES:
@@ -51,7 +53,8 @@ def validate(
     overrides = _parse_overrides(override)
     failed = False
     for file in files:
-        report = validate_file(str(file.absolute()), role, overrides=overrides)
+        report = validate_file(str(file.absolute()), role, overrides=overrides,
+                               faces=None if face in (None, "none") else face)
         report = report.model_copy(update={"file": str(file)})
         failed |= report.verdict == "fail"
         if as_json:

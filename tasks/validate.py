@@ -153,8 +153,9 @@ def _streams_text(probe: MediaProbe | None) -> str:
     return ", ".join(parts) or "none"
 
 
-def measure_media(uri: str, role: str, workdir: Path) -> tuple[dict, MediaProbe | None]:
-    """One row of measurements for a media role (None where a value cannot be measured)."""
+def measure_media(uri: str, role: str, workdir: Path, faces: str | None = None) -> tuple[dict, MediaProbe | None]:
+    """One row of measurements for a media role (None where a value cannot be measured). ``faces`` = the face
+    choice in force: the talking-head video is also sampled for faces (None: faces are not checked)."""
     from lipline.tasks.probe import probe_media
 
     row: dict[str, Any] = {"readable": True, "readable_error": "", "decode_error": ""}
@@ -182,6 +183,10 @@ def measure_media(uri: str, role: str, workdir: Path) -> tuple[dict, MediaProbe 
         )
         if still:  # a picture has no frame rate: the demuxer's default 25 fps would only add noise
             row.update(fps=None, constant_fps=None)
+        elif role == "video" and faces is not None:
+            from lipline.tasks.face_contract import measure_faces
+
+            row.update(measure_faces(local_path(uri, workdir), faces))
     if role == "audio":
         a = probe.audio
         row["duration_s"] = None  # only the audio stream's own duration counts for the dub
@@ -302,7 +307,7 @@ def _violations(suite, file_row: dict, cue_rows: list[dict]) -> list[Violation]:
                 continue
             template = meta.get("observed", "{" + kwargs.get("column", "") + "}")
             if scope == "file":
-                out.append(Violation(rule=rule, severity=severity, expected=expected, hint=hint,
+                out.append(Violation(rule=rule, severity=severity, expected=expected, hint=_fill(hint, file_row),
                                      observed=_fill(template, file_row)))
             else:
                 idx = list(result.result.get("unexpected_index_list") or [])
@@ -317,12 +322,14 @@ def _violations(suite, file_row: dict, cue_rows: list[dict]) -> list[Violation]:
 
 
 def validate_file(uri: str, role: Role, overrides: Mapping[str, float | int] | None = None, *,
-                  media_duration_s: float | None = None, workdir: Path | None = None) -> ValidationReport:
+                  media_duration_s: float | None = None, workdir: Path | None = None,
+                  faces: str | None = None) -> ValidationReport:
     """Measure `uri` as `role` and check it against ``data_contracts/<role>.json``; every violation is listed.
 
     Bad input never raises: an empty, missing, non-media or mislabelled file yields a ``fail`` report. Raises
     `InputError` only for an unknown role or unknown/non-numeric override keys (a caller error).
-    `media_duration_s` (subtitles only) enables the ``subtitles.past_media_end`` rule.
+    `media_duration_s` (subtitles only) enables the ``subtitles.past_media_end`` rule. ``faces`` (video only): the
+    face choice the face rules report; None skips the face rules (an engine that does not work on faces).
     """
     suite = load_contract(role, overrides)
     if workdir is None:
@@ -331,7 +338,7 @@ def validate_file(uri: str, role: Role, overrides: Mapping[str, float | int] | N
     if role == "subtitles":
         file_row, cue_rows = measure_subtitles(uri, workdir, media_duration_s)
     else:
-        file_row, probe = measure_media(uri, role, workdir)
+        file_row, probe = measure_media(uri, role, workdir, faces)
         cue_rows = []
     violations = _violations(suite, file_row, cue_rows)
     loudness = None
@@ -343,7 +350,7 @@ def validate_file(uri: str, role: Role, overrides: Mapping[str, float | int] | N
 
 
 def validate_inputs(files: Mapping[str, str], overrides: Mapping[str, float | int] | None = None, *,
-                    workdir: Path | None = None) -> list[ValidationReport]:
+                    workdir: Path | None = None, faces: str | None = None) -> list[ValidationReport]:
     """Validate every input of a job (`files`: role -> URI); media first, then subtitles against the media end."""
     _check_overrides(overrides)
     unknown = [r for r in files if r not in ROLES]
@@ -355,7 +362,7 @@ def validate_inputs(files: Mapping[str, str], overrides: Mapping[str, float | in
     reports: dict[str, ValidationReport] = {}
     for role in ("video", "audio", "intro", "outro"):
         if files.get(role):
-            reports[role] = validate_file(files[role], role, overrides, workdir=workdir)
+            reports[role] = validate_file(files[role], role, overrides, workdir=workdir, faces=faces)
     if files.get("subtitles"):
         duration = None
         for role in ("audio", "video"):
@@ -373,9 +380,9 @@ def _make_task():
 
     @task(name="validate", retries=0)
     def validate(files: dict[str, str], overrides: dict[str, float] | None = None,
-                 workdir: Path | None = None) -> list[ValidationReport]:
+                 workdir: Path | None = None, faces: str | None = None) -> list[ValidationReport]:
         """Prefect task: `validate_inputs` (the flow decides what to do with a ``fail`` verdict)."""
-        return validate_inputs(files, overrides, workdir=workdir)
+        return validate_inputs(files, overrides, workdir=workdir, faces=faces)
 
     return validate
 
