@@ -525,8 +525,9 @@ def verify(version: str = "1.5", cache_dir: str | os.PathLike | None = None, *,
         results.append(WeightFile("mask", str(exc.missing[0]), None, problems=[str(exc)]))
         mask = None
     else:
-        results.append(WeightFile("mask", str(mask) if mask else f"{spec.repo_id}/{MASK_FILE} or ${MASK_ENV}", str(mask) if mask else None,
-                                  problems=[] if mask else [mask_help(version)]))
+        results.append(WeightFile("mask", str(mask) if mask else "generated (no mask file; see lipline.models.face.mask)",
+                                  str(mask) if mask else None,
+                                  details={} if mask else {"generated": True, "note": mask_help(version)}))
     cad = None
     if unet_config is not None:
         cad = int(getattr(unet_config, "cross_attention_dim"))

@@ -130,7 +130,7 @@ def test_verify_finds_missing_removed_and_corrupt(tmp_path):
     assert "1 missing key(s): " + removed in files["unet"].problems[0]
     assert any("corrupt" in p for p in files["whisper"].problems)
     assert files["vae_config"].path is None and "lipline weights pull --version 1.5" in files["vae_config"].problems[0]
-    assert not files["mask"].ok and weights.MASK_ENV in files["mask"].problems[0]
+    assert files["mask"].ok and files["mask"].details["generated"]  # no mask file: the generated mask is used
 
 
 def test_verify_against_the_official_architecture(release):
