@@ -70,6 +70,17 @@ class LocalizeParams(BaseModel):
             raise ValueError(f"unknown engine {value!r}; choose one of: {', '.join(known)}")
         return value
 
+    @field_validator("contract_overrides")
+    @classmethod
+    def _override_keys_are_known(cls, value: dict[str, float]) -> dict[str, float]:
+        from lipline.tasks.validate import override_keys
+
+        unknown = sorted(k for k in value if k not in override_keys())
+        if unknown:
+            raise ValueError(f"unknown contract override key(s) {', '.join(unknown)}; valid keys: "
+                             + ", ".join(sorted(override_keys())))
+        return value
+
     @field_validator("job_id")
     @classmethod
     def _job_id_is_a_safe_key(cls, value: str | None) -> str | None:

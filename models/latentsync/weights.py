@@ -118,10 +118,11 @@ def required_files(version: str) -> list[RequiredFile]:
 
 
 def default_cache_dir() -> Path:
-    """The weights cache, read from the environment *now*: LIPLINE_WEIGHTS_CACHE, else the Hub cache
-    huggingface_hub would use (HF_HUB_CACHE, HF_HOME)."""
-    if os.environ.get("LIPLINE_WEIGHTS_CACHE"):
-        return Path(os.path.expandvars(os.environ["LIPLINE_WEIGHTS_CACHE"])).expanduser()
+    """The weights cache, read from the environment *now*: LIPLINE_WEIGHTS_DIR (or its older name
+    LIPLINE_WEIGHTS_CACHE), else the Hub cache huggingface_hub would use (HF_HUB_CACHE, HF_HOME)."""
+    for name in ("LIPLINE_WEIGHTS_DIR", "LIPLINE_WEIGHTS_CACHE"):
+        if os.environ.get(name):
+            return Path(os.path.expandvars(os.environ[name])).expanduser()
     if os.environ.get("HF_HUB_CACHE"):
         return Path(os.path.expandvars(os.environ["HF_HUB_CACHE"])).expanduser()
     if os.environ.get("HF_HOME"):
