@@ -34,6 +34,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/pipeline_overhead.py
 	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/engine_throughput.py
+	$(BIN)/python bench/face_stage.py
+	$(BIN)/python bench/video_engine.py
 
 clean:
 	rm -rf $(VENV) lipline-store demo-media bench/_work

@@ -15,6 +15,7 @@ this script, and says so: those numbers say nothing about GPU throughput.
     python bench/engine_throughput.py                      # GPU: both releases, fp16+bf16, DeepCache on+off
     python bench/engine_throughput.py --versions 1.6 --dtypes fp16 --deepcache on --frames 64
     python bench/engine_throughput.py --tiny --frames 8    # CPU smoke
+    python bench/engine_throughput.py --video [...]        # the whole video engine: bench/video_engine.py
 
 Results are APPENDED to ``--out`` (bench/RESULTS.md) as a markdown block: command, machine, date, table.
 """
@@ -134,6 +135,11 @@ def machine_line(device: torch.device) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--video" in argv:  # the whole video engine (decode, faces, crops, model, paste-back, encode)
+        from bench.video_engine import main as video_main
+
+        return video_main([a for a in argv if a != "--video"])
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     size = ap.add_mutually_exclusive_group()
     size.add_argument("--full", dest="full", action="store_true", default=None, help="official architecture (default with CUDA)")
