@@ -135,7 +135,8 @@ def test_validate_json_and_exit_status(media, tmp_path):
     proc = lipline("validate", str(media.dub), str(empty), "--role", "audio", "--json")
     assert proc.returncode == 1, proc.stderr
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
-    assert [r["verdict"] for r in lines] == ["pass", "fail"] or lines[0]["verdict"] in ("pass", "warn")
+    assert [r["file"] for r in lines] == [str(media.dub), str(empty)]
+    assert lines[0]["verdict"] in ("pass", "warn") and lines[1]["verdict"] == "fail"
     assert set(lines[1]) == {"file", "role", "verdict", "violations"}
     v = lines[1]["violations"][0]
     assert set(v) >= {"rule", "severity", "observed", "expected", "hint"} and v["rule"].startswith("audio.")
@@ -174,3 +175,33 @@ def test_two_runs_at_once_do_not_collide(media, tmp_path):
         manifest = json.loads((store / job / "manifest.json").read_text())
         assert manifest["job_id"] == job
         assert hashlib.sha256((store / job / "final.mp4").read_bytes()).hexdigest() == manifest["outputs"]["final.mp4"]["sha256"]
+
+
+def test_replace_a_completed_job(media, tmp_path):
+    """A completed job id is refused (the deliverable untouched) unless --replace, which makes it anew."""
+    from lipline import samples
+    from lipline.flows.localize import localize
+    from lipline.params import LocalizeParams
+
+    dub = samples.write_audio(tmp_path / "dub.wav", samples.speech_like(2.0, pauses=()))
+    video = samples.talking_video(tmp_path / "talk.mp4", media.face, 2.0, width=192, height=108)
+    store = tmp_path / "store"
+    overrides = {"video.short_side.min_px": 64, "audio.duration.min_s": 1}
+    localize(LocalizeParams(video_uri=str(video), audio_uri=str(dub), engine="passthrough", store=str(store),
+                            job_id="again", contract_overrides=overrides))  # the first run, in-process (faster)
+    args = ["run", str(video), str(dub), "--engine", "passthrough", "--store", str(store), "--job-id", "again",
+            *(f"--set={key}={value}" for key, value in overrides.items()), "--quiet"]
+    job = store / "again"
+    before = {name: (job / name).read_bytes() for name in ("final.mp4", "manifest.json")}
+
+    refused = lipline(*args, "--loudness", "-23")
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "already complete" in refused.stderr and "--replace" in refused.stderr
+    assert {name: (job / name).read_bytes() for name in before} == before  # nothing touched
+
+    replaced = lipline(*args, "--loudness", "-23", "--replace")
+    assert replaced.returncode == 0, replaced.stderr
+    manifest = json.loads((job / "manifest.json").read_text())
+    assert manifest["params"]["loudness_lufs"] == -23.0 and manifest["params"]["replace"] is True
+    assert manifest["completed_at"] != json.loads(before["manifest.json"])["completed_at"]
+    assert hashlib.sha256((job / "final.mp4").read_bytes()).hexdigest() == manifest["outputs"]["final.mp4"]["sha256"]

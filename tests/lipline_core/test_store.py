@@ -45,3 +45,52 @@ def test_s3_store_with_wrong_credentials_refuses(s3_env, tmp_path, monkeypatch):
     with pytest.raises(StoreError, match="refuses writes"):
         Store(f"s3://{s3_env.bucket}/x").check_writable("job")
     s3fs.S3FileSystem.clear_instance_cache()
+
+
+class _CorruptingFS:
+    """An fsspec memory filesystem whose uploads flip one byte on the way: what a faulty proxy or disk does."""
+
+    @staticmethod
+    def make():
+        from fsspec.implementations.memory import MemoryFileSystem
+
+        class Corrupting(MemoryFileSystem):
+            protocol = "corrupting"
+            store = {}  # its own bucket, not the shared memory:// one
+            pseudo_dirs = [""]
+
+            def put_file(self, lpath, rpath, **kwargs):
+                data = bytearray(open(lpath, "rb").read())
+                data[len(data) // 2] ^= 0xFF
+                self.pipe_file(rpath, bytes(data))
+
+        return Corrupting
+
+
+def test_checksum_mismatch_after_upload_is_an_error(tmp_path):
+    import fsspec
+
+    fsspec.register_implementation("corrupting", _CorruptingFS.make(), clobber=True)
+    src = tmp_path / "final.mp4"
+    src.write_bytes(os.urandom(100_000))
+    store = Store("corrupting://deliveries")
+    with pytest.raises(StoreError) as err:
+        store.put_file(src, "job/final.mp4")
+    local = hashlib.sha256(src.read_bytes()).hexdigest()
+    assert "checksum mismatch" in str(err.value) and local in str(err.value)
+    assert "corrupting://deliveries/job/final.mp4" in str(err.value)
+
+
+def test_s3_refuses_bytes_that_do_not_match_the_checksum(s3_env, tmp_path, monkeypatch):
+    """The SHA-256 travels with the request: the server itself refuses a body that changed on the way."""
+    src = tmp_path / "final.mp4"
+    src.write_bytes(os.urandom(200_000))
+    other = tmp_path / "changed.mp4"
+    other.write_bytes(os.urandom(200_000))
+    store = Store(f"s3://{s3_env.bucket}/deliveries")
+    real_put = store.fs.put_file
+    monkeypatch.setattr(store.fs, "put_file", lambda lpath, rpath, **kw: real_put(str(other), rpath, **kw))
+    with pytest.raises(StoreError) as err:
+        store.put_file(src, "sum/final.mp4")
+    assert f"s3://{s3_env.bucket}/deliveries/sum/final.mp4" in str(err.value)
+    assert not store.exists("sum/final.mp4")  # nothing was stored under the key

@@ -8,6 +8,7 @@ import soundfile as sf
 
 from lipline.tasks import loudness as ld
 from lipline.tasks.audio_stream import LoudnessMeter, TruePeak, measure_file
+from tests import media_factory as mf
 
 SR = 48000
 
@@ -46,26 +47,44 @@ def test_streaming_loudness_at_44k1_and_mono_and_6ch():
         assert chunked(LoudnessMeter(sr, ch), x, [3333]) == pytest.approx(ld.integrated_loudness(x, sr), abs=1e-6)
 
 
-def test_true_peak_is_chunking_independent(speechy):
-    whole = ld.true_peak_dbtp(speechy, SR)
+def test_true_peak_is_chunking_independent_and_matches_ffmpeg(speechy, tmp_path):
     x = speechy.copy()
     x[123457] = [0.95, -0.2]  # an isolated peak near a chunk edge
-    whole = ld.true_peak_dbtp(x, SR)
-    for sizes in ([1000], [123457, 50], [7]):
-        assert chunked(TruePeak(), x, sizes) == pytest.approx(whole, abs=1e-9)
+    sf.write(tmp_path / "x.wav", x, SR, subtype="FLOAT")
+    _, reference = mf.ebur128(tmp_path / "x.wav")
+    for sizes in ([10**9], [1000], [123457, 50], [61]):  # 61: chunks shorter than the filter context
+        assert chunked(TruePeak(), x, sizes) == pytest.approx(reference, abs=0.1)
 
 
-def test_measure_file_matches_whole_file_functions(speechy, tmp_path):
-    path = tmp_path / "x.wav"
-    sf.write(path, speechy, SR, subtype="FLOAT")
-    samples, sr = ld.read_audio(path)
+@pytest.fixture(scope="module")
+def dub_file(speechy, tmp_path_factory):
+    """The speech-like signal between 1.2 s and 0.7 s of digital silence, with fades (no edge ringing)."""
+    x = np.concatenate([np.zeros((int(1.2 * SR), 2)), mf.faded(speechy, SR), np.zeros((int(0.7 * SR), 2))])
+    path = tmp_path_factory.mktemp("dub") / "dub.wav"
+    sf.write(path, x.astype(np.float32), SR, subtype="FLOAT")
+    return path, x.astype(np.float32)
+
+
+def test_measure_file_against_independent_references(dub_file):
+    """Loudness and true peak from ffmpeg's ebur128 filter, phase from numpy.corrcoef, silence by construction."""
+    path, x = dub_file
     m = measure_file(path, chunk_s=0.37)
-    assert (m.sample_rate, m.channels, m.samples) == (SR, 2, len(speechy))
-    assert m.integrated_lufs == pytest.approx(ld.integrated_loudness(samples, sr), abs=1e-6)
-    assert m.true_peak_dbtp == pytest.approx(ld.true_peak_dbtp(samples, sr), abs=1e-9)
-    assert m.clipping_runs == ld.clipping_runs(samples)
-    assert m.phase_correlation == pytest.approx(ld.phase_correlation(samples), abs=1e-9)
-    assert (m.leading_silence_s, m.trailing_silence_s) == pytest.approx(ld.leading_trailing_silence(samples, sr))
+    assert (m.sample_rate, m.channels, m.samples) == (SR, 2, len(x))
+    lufs, peak = mf.ebur128(path)
+    assert m.integrated_lufs == pytest.approx(lufs, abs=0.1)
+    assert m.true_peak_dbtp == pytest.approx(peak, abs=0.1)
+    assert m.phase_correlation == pytest.approx(np.corrcoef(x[:, 0], x[:, 1])[0, 1], abs=2e-3)
+    assert 0.6 < m.phase_correlation < 0.99
+    assert (m.leading_silence_s, m.trailing_silence_s) == pytest.approx((1.2, 0.7), abs=0.011)
+    assert m.clipping_runs == 0
+
+
+def test_measure_file_counts_clipping_like_a_plain_count(speechy, tmp_path):
+    hot = np.clip(speechy * 6.0, -1.0, 1.0)  # overdriven: many runs at full scale in both channels
+    sf.write(tmp_path / "hot.wav", hot, SR, subtype="FLOAT")
+    expected = mf.clipping_runs_reference(hot)
+    assert expected > 50
+    assert measure_file(tmp_path / "hot.wav", chunk_s=0.37).clipping_runs == expected
 
 
 def test_clipping_runs_across_chunk_edges():

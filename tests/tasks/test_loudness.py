@@ -9,6 +9,7 @@ import pytest
 import soundfile as sf
 
 from lipline.tasks import loudness as ld
+from tests import media_factory as mf
 
 SR = 48000
 
@@ -40,12 +41,17 @@ def test_lfe_dropped_for_more_than_five_channels():
     assert ld.integrated_loudness(with_lfe, SR) == pytest.approx(ld.integrated_loudness(six, SR), abs=0.01)
 
 
-def test_true_peak_uses_oversampling():
-    x = tone(0.5, freq=11025 * 0.9, sr=44100, phase=np.pi / 4)
+@pytest.mark.parametrize("sr,freq", [(48000, 12000), (44100, 11025)])
+def test_true_peak_uses_oversampling(sr, freq, tmp_path):
+    """A sine at a quarter of the sample rate, phase 45°: every sample sits at A·sin(45°), 3 dB under the real peak
+    A. A sample-peak meter reads -9.03 dB for A = 0.5; the true peak is -6.02 dBTP, and ffmpeg's meter agrees."""
+    x = mf.faded(tone(0.5, freq=freq, sr=sr, phase=np.pi / 4), sr)
     sample_peak = 20 * math.log10(float(np.max(np.abs(x))))
-    tp = ld.true_peak_dbtp(x, 44100)
-    assert tp >= sample_peak - 1e-6
-    assert tp == pytest.approx(20 * math.log10(0.5), abs=0.3)
+    assert sample_peak == pytest.approx(-9.03, abs=0.01)
+    tp = ld.true_peak_dbtp(x, sr)
+    assert tp == pytest.approx(20 * math.log10(0.5), abs=0.05)
+    sf.write(tmp_path / "x.wav", x, sr, subtype="FLOAT")
+    assert tp == pytest.approx(mf.ebur128(tmp_path / "x.wav")[1], abs=0.1)
     assert ld.true_peak_dbtp(np.zeros(100, np.float32), 44100) == -math.inf
 
 
@@ -57,6 +63,9 @@ def test_clipping_runs():
     assert ld.clipping_runs(x) == 2
     assert ld.clipping_runs(x, min_run=6) == 1
     assert ld.clipping_runs(np.clip(tone(0.5), -1, 1)) == 0
+    # a clipped, noisy signal: as many runs as a plain per-channel count
+    hot = np.clip(np.random.default_rng(3).standard_normal((SR, 2)) * 0.6, -1, 1).astype(np.float32)
+    assert ld.clipping_runs(hot) == mf.clipping_runs_reference(hot) > 20
 
 
 def test_phase_correlation():
@@ -66,6 +75,10 @@ def test_phase_correlation():
     assert ld.phase_correlation(np.stack([a, -a], 1)) == pytest.approx(-1.0, abs=1e-6)
     noise = rng.standard_normal((SR, 2)).astype(np.float32)
     assert abs(ld.phase_correlation(noise)) < 0.05
+    # partly correlated, partly inverted: numpy's Pearson coefficient (these signals have no DC)
+    for mix in (0.8, 0.3, -0.5):
+        pair = np.stack([a + 0.1 * noise[:, 0].repeat(3)[: a.size], mix * a + 0.2 * noise[:, 1].repeat(3)[: a.size]], 1)
+        assert ld.phase_correlation(pair) == pytest.approx(np.corrcoef(pair[:, 0], pair[:, 1])[0, 1], abs=1e-3)
     assert math.isnan(ld.phase_correlation(a))
     assert math.isnan(ld.phase_correlation(np.zeros((100, 2))))
 

@@ -102,19 +102,20 @@ def test_within_half_a_frame_is_equal():
     assert (plan.length_mode, plan.total_frames, plan.is_identity) == ("equal", 50, True)
 
 
-@pytest.mark.parametrize(("audio_s", "audio_longer", "video_longer", "forward"), [
-    (2.0, "pingpong", "trim", True),      # equal
-    (1.5, "pingpong", "trim", True),      # video longer, trimmed: frames 0.. in order
-    (1.5, "pingpong", "pad-silence", True),
-    (3.0, "pingpong", "trim", False),     # ping-pong synthesizes frames
-    (3.0, "freeze", "trim", False),
+@pytest.mark.parametrize(("audio_s", "audio_longer", "video_longer", "forward", "frame_map"), [
+    (2.0, "pingpong", "trim", True, list(range(50))),             # equal
+    (1.5, "pingpong", "trim", True, list(range(38))),             # video longer, trimmed to the dub's 37.5 frames
+    (1.5, "pingpong", "pad-silence", True, list(range(50))),      # video kept, the dub padded
+    (3.0, "pingpong", "trim", False, [*range(50), *range(49, 24, -1)]),  # forward, then back from the last frame
+    (3.0, "freeze", "trim", False, [*range(50), *[49] * 25]),     # the last frame held
+    (3.0, "loop", "trim", False, [*range(50), *range(25)]),        # from the start again
 ])
-def test_is_forward_only_when_no_frame_is_synthesized(audio_s, audio_longer, video_longer, forward):
+def test_is_forward_only_when_no_frame_is_synthesized(audio_s, audio_longer, video_longer, forward, frame_map):
     samples = np.ones(int(audio_s * 16000), np.float32) * 0.1
     plan = plan_from_samples(samples, video_frames=50, fps=25.0,
                              length_mode=LengthModes(audio_longer=audio_longer, video_longer=video_longer))
     assert plan.is_forward is forward
-    assert plan.frame_map()[: min(plan.total_frames, 50)] == list(range(min(plan.total_frames, 50))) or not forward
+    assert plan.frame_map() == frame_map and plan.total_frames == len(frame_map)
 
 
 # ------------------------------------------------------------------------------------------------ real cuts
