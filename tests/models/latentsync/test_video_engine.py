@@ -148,3 +148,16 @@ def test_silence_keeps_frames_of_the_source(gap_clip, tmp_path):
     assert (alpha[:19] == 0).all() and alpha[19:22].tolist() == pytest.approx([0.25, 0.5, 0.75])
     plan = plan_segment(track, alpha, CropGeometry(R), 2)
     assert all(r == "silence" for r in plan.reasons[:12]) and plan.reasons[30] == "generated"
+
+
+def test_window_boundaries_show_no_jump(tmp_path):
+    """The seam measurement of every job: mean |change| of the regenerated mouth between consecutive frames across
+    a window boundary vs inside a window. With the default overlap a boundary is no bigger a step than any other."""
+    video = clips.write_clip(tmp_path / "v.mp4", clips.timeline(40 / 25, lambda t: [
+        clips.Sprite("astronaut", 320 + 10 * np.sin(t * 6), 170, 140)]), size=(640, 360))
+    audio = write_audio(tmp_path / "a.wav", speech_like(40 / 25, sr=16000, channels=1, pauses=()), sr=16000)
+    options = LipsyncOptions(steps=2, guidance=1.0)
+    seg = Segment(index=0, start_frame=0, end_frame=40, fps=25.0, video_uri=str(video), audio_uri=str(audio))
+    seams = video_engine(options).run_segment(seg, video, audio, tmp_path / "o.mp4", options).settings["seams"]
+    assert seams["boundary_pairs"] >= 2 and seams["within_pairs"] >= 30
+    assert seams["mouth_mad_at_window_boundaries"] <= 1.3 * seams["mouth_mad_within_windows"]
