@@ -20,7 +20,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.deployments import run_deployment
 from pydantic import ValidationError
 
-from lipline.errors import LiplineError
+from lipline.errors import LiplineError, ManifestError, one_line
 from lipline.flows.localize import localize
 from lipline.params import LocalizeParams
 from lipline.uris import is_local, local_path, path_to_uri, to_path
@@ -30,15 +30,26 @@ COLUMNS = {"video": "video_uri", "audio": "audio_uri", "subtitles": "subtitles_u
 
 
 def read_manifest(manifest_uri: str) -> pd.DataFrame:
+    """The manifest's rows; a missing, unreadable or malformed manifest is a one-line `ManifestError`."""
     with tempfile.TemporaryDirectory() as tmp:
-        path = local_path(manifest_uri, Path(tmp))
-        if path.suffix.lower() in (".json", ".jsonl"):
-            frame = pd.read_json(path, lines=path.suffix.lower() == ".jsonl", dtype=False)
-        else:
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        try:
+            path = local_path(manifest_uri, Path(tmp))
+            if path.suffix.lower() in (".json", ".jsonl"):
+                frame = pd.read_json(path, lines=path.suffix.lower() == ".jsonl", dtype=False)
+            else:
+                frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        except FileNotFoundError as exc:
+            raise ManifestError(f"batch manifest {manifest_uri}: not found; check the path or URI") from exc
+        except LiplineError as exc:
+            raise ManifestError(f"batch manifest {exc}") from exc
+        except (OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+            raise ManifestError(f"batch manifest {manifest_uri}: cannot be read as "
+                                f"{'JSON' if manifest_uri.lower().endswith(('.json', '.jsonl')) else 'CSV'} ({one_line(exc)[:200]}); "
+                                "write a CSV with a header row, or JSON lines, with columns video and audio") from exc
     missing = {"video", "audio"} - set(frame.columns)
     if missing:
-        raise LiplineError(f"{manifest_uri}: manifest lacks column(s) {', '.join(sorted(missing))}")
+        raise ManifestError(f"batch manifest {manifest_uri}: lacks column(s) {', '.join(sorted(missing))}; "
+                            "the header must name at least video and audio")
     return frame
 
 

@@ -22,7 +22,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.deployments import run_deployment
 from pydantic import BaseModel
 
-from lipline.errors import EngineError, JobExists, ValidationFailed
+from lipline.errors import DeploymentNotFound, EngineError, JobExists, StoreError, ValidationFailed
 from lipline.flows.lipsync import RESULTS_NAME, read_results
 from lipline.models.registry import get_spec
 from lipline.params import LocalizeParams
@@ -80,6 +80,7 @@ def open_job(params: LocalizeParams) -> Job:
             raise JobExists(f"job {job_id} is already complete at {store.uri(job_id)}/; choose another job id "
                             "or replace it (--replace / params.replace)")
         store.delete(f"{job_id}/manifest.json")  # the completion marker goes first
+        store.delete_prefix(job_id)  # then every old key: nothing of the old job survives beside the new one
     workdir = Path(tempfile.mkdtemp(prefix=f"lipline-{job_id}-", dir=settings.work_dir))
     return Job(params, job_id, store, workdir, JobProgress(job_id), engine=engine, notices=notices)
 
@@ -164,10 +165,17 @@ def lipsync_stage(job: Job, segments: list[Segment]) -> list[EngineResult]:
 
     shared = [s.model_copy(update={"video_uri": shared_uri(s.video_uri), "audio_uri": shared_uri(s.audio_uri),
                                    "face_track_uri": shared_uri(s.face_track_uri)}) for s in segments]
-    run = run_deployment(deployment, parameters={"segments": [s.model_dump(mode="json") for s in shared],
-                                                 "engine": job.engine, "out_prefix": job.store.uri(f"{job.job_id}/work/synced"),
-                                                 "options": options.model_dump(mode="json")},
-                         timeout=None)
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        run = run_deployment(deployment, parameters={"segments": [s.model_dump(mode="json") for s in shared],
+                                                     "engine": job.engine, "out_prefix": job.store.uri(f"{job.job_id}/work/synced"),
+                                                     "options": options.model_dump(mode="json")},
+                             timeout=None)
+    except (ObjectNotFound, ValueError) as exc:
+        raise DeploymentNotFound(f"LIPLINE_GPU_DEPLOYMENT={deployment!r}: no such deployment in the Prefect API "
+                                 f"({type(exc).__name__}); set it to FLOW/DEPLOYMENT as `prefect deployment ls` "
+                                 "lists it (e.g. lipsync-segments/gpu), or unset it to lip-sync in this process") from exc
     if not run.state or not run.state.is_completed():
         raise EngineError(f"GPU flow run {run.name} ({deployment}) ended {run.state.name if run.state else 'unknown'}: "
                           f"{run.state.message if run.state else ''}")
@@ -274,7 +282,10 @@ def run_stages(job: Job) -> LocalizeResult:
         files = {"final.mp4": Path(final.video_path), "validation.json": validation_doc}
         files.update({Path(side).name: Path(side) for side in (final.srt_path, final.vtt_path) if side})
         stored = archive_stage.archive(job.store, job.job_id, files, manifest)
-        job.store.delete_prefix(f"{job.job_id}/work")  # segments handed to the GPU pool, if any
+        try:
+            job.store.delete_prefix(f"{job.job_id}/work")  # segments handed to the GPU pool, if any
+        except StoreError as exc:  # the deliverable is complete; the leftover is reported, not hidden
+            job.notices.append(f"intermediates left in the store: {exc}")
     first = results[0] if results else None
     return LocalizeResult(job_id=job.job_id, final_uri=stored["final.mp4"].uri, manifest_uri=stored["manifest.json"].uri,
                           engine=job.engine, dry_run=bool(first and first.dry_run),

@@ -13,7 +13,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from lipline.errors import LiplineError
+from lipline.errors import user_error
 
 app = typer.Typer(help="Lipline: lip-synced, loudness-normalized, subtitled deliverables.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -38,7 +38,8 @@ def _parse_overrides(items: list[str]) -> dict[str, float]:
 
 @app.command()
 def validate(
-    files: list[Path] = typer.Argument(..., help="Files to check against the contract of --role"),
+    files: list[Path] = typer.Argument(..., readable=False,  # an unreadable file is a failed report, exit 1
+                                       help="Files to check against the contract of --role"),
     role: str = typer.Option(..., "--role", help="video | audio | subtitles | intro | outro"),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per file"),
     override: list[str] = typer.Option([], "--set", help="Override a contract threshold: RULE=NUMBER (repeatable)"),
@@ -124,8 +125,9 @@ def run(
         raise typer.BadParameter(problems) from None
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    from lipline.runner import run_localize
+    from lipline.runner import check_store, run_localize
 
+    check_store(params)  # an unusable store is refused before Prefect starts
     result = run_localize(params, show_progress=not quiet, console=err)
     for notice in result.notices:
         err.print(notice, style="yellow", markup=False, highlight=False)
@@ -169,9 +171,12 @@ except ImportError:  # pragma: no cover - faces CLI not installed
 def main() -> None:
     try:
         app()
-    except LiplineError as exc:
-        err.print(f"error: {exc}", style="red", highlight=False, markup=False)
-        sys.exit(exc.exit_code)
+    except Exception as exc:  # noqa: BLE001 - errors a user caused: one line; anything else keeps its traceback
+        problem = user_error(exc)
+        if problem is None:
+            raise
+        err.print(f"error: {problem}", style="red", highlight=False, markup=False)
+        sys.exit(problem.exit_code)
     except KeyboardInterrupt:
         err.print("interrupted", style="red")
         sys.exit(130)

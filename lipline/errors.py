@@ -20,6 +20,11 @@ class InputError(LiplineError):
 class MediaToolError(LiplineError):
     """ffmpeg (or a decoder) failed on a file that passed validation."""
 
+    def __init__(self, message: str) -> None:
+        if "No space left on device" in message:  # ffmpeg's words for a full work dir
+            message += f"; {_OS_ADVICE['ENOSPC']}"
+        super().__init__(message)
+
 
 class StoreError(LiplineError):
     """The object store refused a read or write, or a checksum did not match after upload."""
@@ -57,3 +62,59 @@ class FaceChoiceError(LiplineError, ValueError):
     def __init__(self, given: str, syntax: str) -> None:
         self.given, self.syntax = given, syntax
         super().__init__(f"face choice {given!r} is not understood; use {syntax}")
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's text on one line (botocore and pandas messages span several)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+class UnknownScheme(LiplineError):
+    """A URI whose scheme (``gs://``, ``foo://``) has no filesystem here: unknown to fsspec or its package is not
+    installed."""
+
+    def __init__(self, uri: str, what: str, cause: BaseException) -> None:
+        scheme = str(uri).split("://", 1)[0]
+        if isinstance(cause, ImportError):
+            reason = f"the {scheme}:// scheme needs a package that is not installed ({one_line(cause)})"
+        else:
+            reason = f"{scheme}:// is not a known storage scheme"
+        super().__init__(f"{what} {uri}: {reason}; use a local path, s3://bucket/key or an installed fsspec scheme")
+
+
+class ManifestError(LiplineError):
+    """A batch manifest that is missing, unreadable or malformed."""
+
+
+class DeploymentNotFound(EngineError):
+    """``LIPLINE_GPU_DEPLOYMENT`` names a deployment the Prefect API does not have."""
+
+
+class LocalFileError(LiplineError):
+    """The operating system refused a local file operation a user can fix (permissions, full disk)."""
+
+
+_OS_ADVICE = {
+    "ENOSPC": "the disk is full: free space there or point LIPLINE_WORK_DIR at a bigger disk",
+    "EDQUOT": "the disk quota is exhausted: free space there or point LIPLINE_WORK_DIR at another disk",
+    "EACCES": "permission denied: make it readable/writable for this user (chmod) or use another path",
+    "EPERM": "operation not permitted: check the file's permissions and owner",
+    "EROFS": "the file system is read-only: point LIPLINE_WORK_DIR / --store at a writable place",
+}
+
+
+def user_error(exc: BaseException) -> LiplineError | None:
+    """The one-line Lipline error for an exception a user caused and can fix, else None (a bug: traceback).
+
+    Lipline errors as they are; OS errors for permissions, full disks and read-only file systems named with
+    their file and what to do."""
+    import errno
+
+    if isinstance(exc, LiplineError):
+        return exc
+    if isinstance(exc, OSError) and exc.errno is not None:
+        advice = _OS_ADVICE.get(errno.errorcode.get(exc.errno, ""))
+        if advice:
+            where = exc.filename if exc.filename is not None else "a local file"
+            return LocalFileError(f"{where}: {exc.strerror or one_line(exc)}; {advice}")
+    return None

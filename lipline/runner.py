@@ -10,7 +10,7 @@ import threading
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from lipline.errors import LiplineError
+from lipline.errors import user_error
 from lipline.params import LocalizeParams
 from lipline.progress import listening
 
@@ -23,7 +23,7 @@ class _HideUserErrors(logging.Filter):
         exc = record.exc_info[1] if record.exc_info else None
         if exc is None and record.args:
             exc = next((a for a in record.args if isinstance(a, BaseException)), None)
-        if isinstance(exc, LiplineError):
+        if exc is not None and user_error(exc) is not None:
             return False
         return not ("Finished in state Failed" in record.getMessage() and "LiplineError" not in record.getMessage()
                     and _last_error_was_user_error())
@@ -33,7 +33,7 @@ _LAST: list[BaseException] = []
 
 
 def _last_error_was_user_error() -> bool:
-    return bool(_LAST) and isinstance(_LAST[-1], LiplineError)
+    return bool(_LAST) and user_error(_LAST[-1]) is not None
 
 
 def quiet_expected_failures() -> None:
@@ -51,6 +51,20 @@ def _warm_validation() -> None:
         from lipline.tasks.validate import _gx
 
         _gx()
+
+
+def check_store(params: LocalizeParams) -> None:
+    """Refuse a store that cannot be used (unknown scheme, wrong credentials, unreachable, read-only) in one
+    line, before Prefect starts; the flow checks it again for runs started elsewhere."""
+    from lipline.settings import get_settings
+    from lipline.store import Store
+
+    settings = get_settings()
+    store = Store(params.store or settings.store, s3_endpoint_url=settings.s3_endpoint_url)
+    prefix = params.job_id or ".lipline-preflight"
+    store.check_writable(prefix)
+    if not params.job_id:
+        store.delete_prefix(prefix)
 
 
 def run_localize(params: LocalizeParams, *, show_progress: bool = True, console: Console | None = None):

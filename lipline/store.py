@@ -12,13 +12,14 @@ import binascii
 import json
 import os
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import fsspec
 
-from lipline.errors import StoreError
-from lipline.uris import is_local, sha256_file, to_path
+from lipline.errors import StoreError, one_line
+from lipline.uris import filesystem, is_local, sha256_file, to_path
 
 SINGLE_PUT_LIMIT = 5 * 2**30 - 1  # S3 PutObject limit; below it one request carries the checksum
 
@@ -46,7 +47,7 @@ class Store:
             self.fs = fsspec.filesystem("file")
             self.base = str(to_path(self.root))
         else:
-            self.fs, self.base = fsspec.core.url_to_fs(self.root, **options)
+            self.fs, self.base = filesystem(self.root, "store", **options)
         self.base = self.base.rstrip("/")
 
     def __repr__(self) -> str:
@@ -73,10 +74,14 @@ class Store:
         except StoreError:
             raise
         except Exception as exc:  # noqa: BLE001 - any backend error means "not writable"; reported with its text
-            raise StoreError(f"the store {self.root} refuses writes under {key_prefix}/: {exc}") from exc
+            raise StoreError(f"the store {self.root} refuses writes under {key_prefix}/: {one_line(exc)}; check its "
+                             "address, credentials (for S3: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL) "
+                             "and permissions") from exc
 
     def put_file(self, local: Path, key: str) -> StoredFile:
-        """Upload `local` to `key` and verify the stored bytes by SHA-256."""
+        """Upload `local` to `key` and verify the stored bytes by SHA-256. Readers never see a partial `key`:
+        local files are renamed into place, S3 objects appear whole (one request), any other backend gets a
+        temporary key that is verified and then moved to `key`."""
         digest = sha256_file(local)
         size = local.stat().st_size
         target = self._path(key)
@@ -87,7 +92,7 @@ class Store:
                 checksum = base64.b64encode(binascii.unhexlify(digest)).decode()
                 self.fs.put_file(str(local), target, chunksize=SINGLE_PUT_LIMIT, ChecksumSHA256=checksum)
             else:
-                self.fs.put_file(str(local), target)
+                self._put_via_temporary_key(local, key, digest)
         except (OSError, PermissionError) as exc:
             raise StoreError(f"upload of {local.name} to {self.uri(key)} failed: {exc}") from exc
         stored = self._stored_sha256(key)
@@ -107,19 +112,34 @@ class Store:
             return json.load(f)
 
     def delete(self, key: str) -> None:
-        try:
-            if self.fs.exists(self._path(key)):
-                self.fs.rm(self._path(key))
-        except (OSError, PermissionError):
-            pass  # best effort: callers only delete to avoid leaving partial deliverables
+        """Remove `key`; missing is fine. A delete the store refuses raises `StoreError` (never swallowed)."""
+        self._remove(key, recursive=False)
 
     def delete_prefix(self, prefix: str) -> None:
-        """Remove everything under `prefix` (a job's intermediates); missing is fine."""
+        """Remove everything under `prefix` (a job's folder or its intermediates); missing is fine."""
+        self._remove(prefix, recursive=True)
+
+    def _remove(self, key: str, *, recursive: bool) -> None:
         try:
-            if self.fs.exists(self._path(prefix)):
-                self.fs.rm(self._path(prefix), recursive=True)
-        except (OSError, PermissionError):
-            pass  # intermediates only; a lifecycle rule on `<job>/work/` catches what is left
+            if self.fs.exists(self._path(key)):
+                self.fs.rm(self._path(key), recursive=recursive)
+        except Exception as exc:  # noqa: BLE001 - any backend error: the key may still be there, say so
+            raise StoreError(f"could not delete {self.uri(key)}{'/' if recursive else ''}: {one_line(exc)}; "
+                             "remove it by hand or check the store's permissions") from exc
+
+    def _put_via_temporary_key(self, local: Path, key: str, digest: str) -> None:
+        """Upload to a temporary key beside `key`, verify it, then move it to `key` (the backend's rename or
+        copy); the temporary key is removed whatever happens."""
+        temp = f"{key}.part-{uuid.uuid4().hex[:12]}"
+        try:
+            self.fs.put_file(str(local), self._path(temp))
+            stored = self._stored_sha256(temp)
+            if stored != digest:
+                raise StoreError(f"checksum mismatch after upload of {self.uri(temp)}: local {digest}, stored {stored}")
+            self.fs.mv(self._path(temp), self._path(key))
+        finally:
+            if self.fs.exists(self._path(temp)):
+                self.fs.rm(self._path(temp))
 
     def _put_bytes(self, data: bytes, key: str) -> None:
         target = self._path(key)

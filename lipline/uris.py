@@ -39,16 +39,33 @@ def path_to_uri(path: str | os.PathLike) -> str:
         return "file://" + quote_from_bytes(os.fsencode(text), safe="/")
 
 
+def filesystem(uri: str, what: str = "input", **options):
+    """``(fsspec filesystem, path)`` for a URI; an unknown or uninstalled scheme is an `UnknownScheme` error."""
+    try:
+        return fsspec.core.url_to_fs(uri, **options)
+    except (ImportError, ValueError) as exc:
+        from lipline.errors import UnknownScheme
+
+        raise UnknownScheme(uri, what, exc) from exc
+
+
 def local_path(uri: str, workdir: Path) -> Path:
     """A readable local file for `uri`: the file itself when local, else a download into `workdir`."""
     if is_local(uri):
         return to_path(uri)
-    fs, path = fsspec.core.url_to_fs(uri)
+    fs, path = filesystem(uri)
     dest = workdir / "inputs" / hashlib.sha256(uri.encode()).hexdigest()[:16] / Path(path).name
     if not dest.exists():
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(dest.name + ".part")
-        fs.get_file(path, str(tmp))
+        try:
+            fs.get_file(path, str(tmp))
+        except Exception as exc:  # noqa: BLE001 - any backend error: the input cannot be fetched, named as such
+            from lipline.errors import InputError, one_line
+
+            tmp.unlink(missing_ok=True)
+            raise InputError(uri, "input.readable", f"cannot be fetched ({one_line(exc)})",
+                             "Check the URI, that the object exists and the credentials/endpoint for its store.") from exc
         tmp.rename(dest)
     return dest
 
@@ -61,7 +78,7 @@ def publish(path: Path, uri: str) -> str:
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, dest)
         return str(dest)
-    fs, target = fsspec.core.url_to_fs(uri)
+    fs, target = filesystem(uri, "output")
     fs.put_file(str(path), target)
     return uri
 

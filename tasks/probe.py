@@ -303,14 +303,21 @@ def probe_media(uri: str, workdir: Path | None = None) -> MediaProbe:
     Raises `InputError` for an empty file or one that is not media at all; a truncated or corrupt media file
     returns normally with ``decode_error`` set.
     """
-    if workdir is None:
-        workdir = Path(tempfile.mkdtemp(prefix="lipline-probe-"))
+    if workdir is None:  # a private temp dir for a remote input's download, removed before returning
+        with tempfile.TemporaryDirectory(prefix="lipline-probe-") as tmp:
+            return probe_media(uri, Path(tmp))
     try:
         path = local_path(uri, workdir)
     except FileNotFoundError as e:
         raise InputError(str(uri), "media.exists", "file not found", "check the path or URI") from e
     if not path.is_file():
         raise InputError(str(uri), "media.exists", "file not found", "check the path or URI")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as e:
+        raise InputError(str(uri), "media.readable", f"cannot be read ({e.strerror or e})",
+                         "make the file readable for this user (chmod/chown) or copy it somewhere readable") from e
     size = path.stat().st_size
     if size == 0:
         raise InputError(str(uri), "media.not_empty", "the file is empty (0 bytes)",

@@ -331,9 +331,11 @@ def validate_file(uri: str, role: Role, overrides: Mapping[str, float | int] | N
     `media_duration_s` (subtitles only) enables the ``subtitles.past_media_end`` rule. ``faces`` (video only): the
     face choice the face rules report; None skips the face rules (an engine that does not work on faces).
     """
+    if workdir is None:  # a private temp dir for downloads, removed before returning
+        with tempfile.TemporaryDirectory(prefix="lipline-validate-") as tmp:
+            return validate_file(uri, role, overrides, media_duration_s=media_duration_s, workdir=Path(tmp),
+                                 faces=faces)
     suite = load_contract(role, overrides)
-    if workdir is None:
-        workdir = Path(tempfile.mkdtemp(prefix="lipline-validate-"))
     probe = None
     if role == "subtitles":
         file_row, cue_rows = measure_subtitles(uri, workdir, media_duration_s)
@@ -357,8 +359,9 @@ def validate_inputs(files: Mapping[str, str], overrides: Mapping[str, float | in
     if unknown:
         raise InputError(", ".join(unknown), "contracts.role", f"unknown role(s) {unknown}",
                          "roles: " + ", ".join(ROLES))
-    if workdir is None:
-        workdir = Path(tempfile.mkdtemp(prefix="lipline-validate-"))
+    if workdir is None:  # a private temp dir for downloads, removed before returning
+        with tempfile.TemporaryDirectory(prefix="lipline-validate-") as tmp:
+            return validate_inputs(files, overrides, workdir=Path(tmp), faces=faces)
     reports: dict[str, ValidationReport] = {}
     for role in ("video", "audio", "intro", "outro"):
         if files.get(role):
