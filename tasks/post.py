@@ -37,7 +37,7 @@ from lipline.media import FONT_FAMILY, ensure_font_dir, ffmpeg_exe, filter_path,
 from lipline.progress import ProgressArtifact
 from lipline.records import FinalOutputs, PostParams, rate_text
 from lipline.tasks.merge import VideoStreamStats, video_stream_stats
-from lipline.tasks.subtitle_files import decode_subtitle_bytes
+from lipline.tasks.subtitle_files import decode_subtitle_bytes, parse_subtitles
 from lipline.uris import local_path
 
 SAMPLE_RATE = 48000
@@ -57,7 +57,7 @@ def load_subtitles(path: Path, label: str | None = None) -> pysubs2.SSAFile:
         raise InputError(label, "subtitles-encoding", f"cannot decode the text ({exc.reason})",
                          "Save the subtitles as UTF-8.") from exc
     try:
-        subs = pysubs2.SSAFile.from_string(text.lstrip("\ufeff"))
+        subs = parse_subtitles(text)
     except Exception as exc:  # pysubs2 raises several types for unknown / broken formats
         raise InputError(label, "subtitles-format", f"not a readable SRT/ASS/VTT file ({exc})",
                          "Provide SRT, ASS or WebVTT subtitles.") from exc

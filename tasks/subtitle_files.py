@@ -1,5 +1,7 @@
-"""Subtitle files: decoding (BOMs, strict UTF-8, then charset-normalizer with a CJK tie-break) and the per-cue
-measurements the subtitles contract checks. Used by validate (stage 2) and post (stage 6)."""
+"""Subtitle files: decoding (BOMs, strict UTF-8, then charset-normalizer with a CJK tie-break), the one parse
+(`parse_subtitles`, pysubs2) whose result post re-writes for ffmpeg/libass, and the per-cue measurements the
+subtitles contract checks. Used by validate (stage 2) and post (stage 6): validation measures the timings that parse
+gives, so a file it accepts is a file post can render."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from lipline.errors import one_line
 from lipline.uris import local_path
 
 
@@ -52,6 +55,31 @@ def _script_mix(text: str) -> int:
             odd = True
     return int(hangul and (han or kana)) + int(halfwidth) + int(odd)
 
+
+def parse_subtitles(text: str):
+    """The parse post renders from (pysubs2, format detected from the content); validation uses the same."""
+    import pysubs2
+
+    return pysubs2.SSAFile.from_string(text.lstrip("\ufeff"))
+
+
+def _renderer_disagreement(cues: list[dict], subs) -> list[dict]:
+    """A failing cue row when the parser post renders from reads other cue timings than the file's timing lines
+    (e.g. a missing blank line between cues hides a cue from the grammar scan): what validation measured must be
+    what gets rendered."""
+    if not all(c["grammar_ok"] for c in cues):
+        return []  # already failing, cue by cue
+    written = [(round(c["start_s"] * 1000), round(c["end_s"] * 1000)) for c in cues]
+    rendered = [(ev.start, ev.end) for ev in subs.events if not ev.is_comment]
+    if written == rendered:
+        return []
+    i = next((k for k, (w, r) in enumerate(zip(written, rendered)) if w != r), min(len(written), len(rendered)))
+    shown = (f"{rendered[i][0] / 1000:.3f} s --> {rendered[i][1] / 1000:.3f} s" if i < len(rendered)
+             else "no such cue")
+    number = cues[i]["cue"] if i < len(cues) else (cues[-1]["cue"] + 1 if cues else 1)
+    return [{"cue": number, "grammar_ok": False, "start_s": None, "end_s": None,
+             "grammar_error": f"the renderer reads cue {i + 1} of {len(rendered)} as {shown} ({len(written)} cues "
+                              "in the file's grammar): separate cues by a blank line, times as HH:MM:SS,mmm"}]
 
 
 _SRT_TIME = r"(\d{1,3}):(\d{1,2}):(\d{1,2})[,.](\d{1,3})"
@@ -161,25 +189,20 @@ def measure_subtitles(uri: str, workdir: Path, media_duration_s: float | None = 
         file_row.update(readable=False, readable_error=f"not SRT/ASS/VTT ({e.__class__.__name__})")
         return file_row, []
     file_row["format"] = fmt
-    if fmt in ("srt", "vtt"):
-        cues = _scan_cues(text, fmt)
-        try:
-            pysubs2.SSAFile.from_string(text, format_=fmt)
-        except Exception as e:  # noqa: BLE001
-            if not cues:
-                file_row.update(readable=False, readable_error=f"unparseable {fmt} ({e})")
-                return file_row, []
-    elif fmt in ("ass", "ssa"):
-        try:
-            subs = pysubs2.SSAFile.from_string(text, format_=fmt)
-        except Exception as e:  # noqa: BLE001
-            file_row.update(readable=False, readable_error=f"unparseable {fmt} ({e})")
-            return file_row, []
-        cues = [{"cue": i, "grammar_ok": True, "grammar_error": "", "start_s": ev.start / 1000.0,
-                 "end_s": ev.end / 1000.0} for i, ev in enumerate((e for e in subs.events if not e.is_comment), 1)]
-    else:
+    if fmt not in ("srt", "vtt", "ass", "ssa"):
         file_row.update(readable=False, readable_error=f"{fmt} is not a supported subtitle format (SRT/ASS/VTT)")
         return file_row, []
+    try:
+        subs = parse_subtitles(text)
+    except Exception as e:  # noqa: BLE001 - pysubs2 raises several types; post could not render this file
+        file_row.update(readable=False, readable_error=f"unparseable {fmt} ({one_line(e)})")
+        return file_row, []
+    if fmt in ("srt", "vtt"):
+        cues = _scan_cues(text, fmt)
+        cues += _renderer_disagreement(cues, subs)
+    else:
+        cues = [{"cue": i, "grammar_ok": True, "grammar_error": "", "start_s": ev.start / 1000.0,
+                 "end_s": ev.end / 1000.0} for i, ev in enumerate((e for e in subs.events if not e.is_comment), 1)]
     latest_end = None
     for row in cues:
         start, end = row["start_s"], row["end_s"]
