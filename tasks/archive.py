@@ -37,7 +37,8 @@ def archive_outputs(store: Store, job_id: str, files: dict[str, Path], manifest:
             stored[name] = store.put_file(path, f"{job_id}/{name}")
         manifest = {**manifest, "completed_at": now_iso(),
                     "outputs": {name: {"uri": s.uri, "sha256": s.sha256, "bytes": s.size} for name, s in stored.items()}}
-        store.delete(f"{job_id}/status.json")  # a previous failure's record goes before the completion marker
+        for stale in ("status.json", *(n for n in OUTPUTS if n not in files and n != "manifest.json")):
+            store.delete(f"{job_id}/{stale}")  # an earlier run's record or sidecar goes before the completion marker
         stored["manifest.json"] = store.put_json(manifest, f"{job_id}/manifest.json")
     except BaseException:
         remove_quietly(store, [f"{job_id}/{name}" for name in ("manifest.json", *files)])

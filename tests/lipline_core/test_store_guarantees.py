@@ -123,3 +123,12 @@ def test_replace_removes_every_old_key(tmp_path, media):
         assert not (tmp_path / "store" / "old").exists() or list((tmp_path / "store" / "old").rglob("*")) == []
     finally:
         job.workdir.rmdir()
+
+
+def test_a_completed_job_holds_no_sidecar_of_an_earlier_run(memory_store, tmp_path):
+    for key in ("job/final.srt", "job/final.vtt", "job/status.json"):  # left by an interrupted earlier run
+        memory_store.fs.pipe_file(memory_store._path(key), b"stale")
+    final = tmp_path / "final.mp4"
+    final.write_bytes(b"new")
+    archive.archive_outputs(memory_store, "job", {"final.mp4": final}, {"job_id": "job"})
+    assert keys(memory_store) == ["job/final.mp4", "job/manifest.json"]
