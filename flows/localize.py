@@ -24,6 +24,7 @@ from pydantic import BaseModel
 
 from lipline.errors import DeploymentNotFound, EngineError, JobExists, StoreError, ValidationFailed
 from lipline.flows.lipsync import RESULTS_NAME, read_results
+from lipline.engine_choice import choose_engine
 from lipline.models.registry import get_spec
 from lipline.params import LocalizeParams
 from lipline.progress import JobProgress
@@ -83,25 +84,6 @@ def open_job(params: LocalizeParams) -> Job:
         store.delete_prefix(job_id)  # then every old key: nothing of the old job survives beside the new one
     workdir = Path(tempfile.mkdtemp(prefix=f"lipline-{job_id}-", dir=settings.work_dir))
     return Job(params, job_id, store, workdir, JobProgress(job_id), engine=engine, notices=notices)
-
-
-def choose_engine(params: LocalizeParams) -> tuple[str, list[str]]:
-    """The engine to run and the notices it brings: 'auto' = latentsync when its weights are in the cache, else
-    passthrough (said so); latentsync without weights fails now, naming the command that fetches them."""
-    from lipline.models.latentsync.smoke import SMOKE_NOTE, smoke_marker
-    from lipline.models.latentsync.weights import WeightsNotFound, resolve
-
-    name = params.engine
-    if not get_spec(name if name != "auto" else "latentsync", kind="video").uses_faces:
-        return name, []
-    options = params.lipsync
-    try:
-        weights = resolve(options.model_version, options.weights_dir)
-    except WeightsNotFound as exc:
-        if name != "auto":
-            raise
-        return "passthrough", [f"engine auto: DRY RUN, no lip-sync (original frames under the new audio): {exc}"]
-    return "latentsync", [SMOKE_NOTE] if smoke_marker(weights.unet_path) is not None else []
 
 
 @flow(name="localize", description="Validate, normalize, segment, lip-sync, merge, subtitle/brand and archive one job")

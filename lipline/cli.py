@@ -128,6 +128,9 @@ def run(
     from lipline.runner import check_store, run_localize
 
     check_store(params)  # an unusable store is refused before Prefect starts
+    from lipline.engine_choice import choose_engine
+
+    choose_engine(params)  # latentsync without its weights: refused now, before Prefect starts
     result = run_localize(params, show_progress=not quiet, console=err)
     for notice in result.notices:
         err.print(notice, style="yellow", markup=False, highlight=False)
