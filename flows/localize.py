@@ -171,7 +171,8 @@ def faces_stage(job: Job, video, inputs_sha: str | None) -> faces.TrackedFaces |
     picture = {"frames": video.frame_count, "fps": f"{video.fps_num}/{video.fps_den}", "width": video.width,
                "height": video.height}
     return faces.track_faces_task(video.uri, inputs_sha or sha256_file(to_path(video.uri)), picture,
-                                  job.params.lipsync.face, job.store, job.workdir / "faces")
+                                  job.params.lipsync.face, job.store, job.workdir / "faces",
+                                  progress=lambda f: job.progress.update("faces", f))
 
 
 def engine_manifest(job: Job, results: list[EngineResult], tracked: faces.TrackedFaces | None) -> dict:

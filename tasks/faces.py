@@ -59,12 +59,13 @@ def track_faces(video_uri: str, video_sha256: str, picture: dict, choice: str, s
     choice = str(FaceChoice.parse(choice))
     key = f"{CACHE_PREFIX}/{track_key(video_sha256, detector_version(), choice, picture)}.npz"
     workdir.mkdir(parents=True, exist_ok=True)
-    path = workdir / "face-track.npz"
     hit = store.exists(key)
-    if hit:
-        track = FaceTrack.load(local_path(store.uri(key), workdir))
-        track.save(path)
+    if hit:  # read where it lies (a local store) or as fetched into the workdir (a remote one)
+        path = Path(local_path(store.uri(key), workdir))
+        track = FaceTrack.load(path)
     else:
+        path = workdir / "face-track.npz"
+
         def on_frames(done: int, total: int) -> None:
             if progress is not None and total:
                 progress(min(1.0, done / total))
@@ -97,8 +98,8 @@ def segment_tracks(segments: list[Segment], frame_maps: list[list[int]], track_p
 @task(name="track-faces", cache_policy=NO_CACHE,
       description="The speaker's face in every frame of the normalized video (cached per reference video)")
 def track_faces_task(video_uri: str, video_sha256: str, picture: dict, choice: str, store: Store,
-                     workdir: Path) -> TrackedFaces:
-    return track_faces(video_uri, video_sha256, picture, choice, store, workdir)
+                     workdir: Path, progress: Callable[[float], None] | None = None) -> TrackedFaces:
+    return track_faces(video_uri, video_sha256, picture, choice, store, workdir, progress)
 
 
 __all__ = ["TrackedFaces", "segment_tracks", "track_faces", "track_faces_task", "track_key"]

@@ -219,8 +219,8 @@ class LatentSyncVideoEngine:
         model = engine.load(None if options.precision == "auto" else options.precision)
         geometry = CropGeometry(model.resolution)
         first, last = segment.frame_range if segment.frame_range else (0, None)
-        reader_n, rate, width, height = _video_facts(video)
-        n = (last if last is not None else reader_n) - first
+        file_frames, rate, width, height = _video_facts(video, count_frames=last is None)
+        n = (last if last is not None else file_frames) - first
         if track is None:
             track = _track_of(video, options.face, first, n)
         if track.frame_count != n:
@@ -237,7 +237,7 @@ class LatentSyncVideoEngine:
         out.parent.mkdir(parents=True, exist_ok=True)
         partial = out.with_name(out.name + ".part.mp4")
         writer = _LosslessWriter(partial, rate, width, height)
-        reader = FrameReader(video, rate, reader_n)
+        reader = FrameReader(video, rate, first + n)
         state = _Stream()
         generator = torch.Generator(device=engine.device).manual_seed(options.seed)
         init_noise = None
@@ -355,14 +355,15 @@ class _SeamMeter:
                 "boundary_pairs": len(self.boundary), "within_pairs": len(self.within)}
 
 
-def _video_facts(video: Path) -> tuple[int, Fraction, int, int]:
-    """(frames, exact rate, width, height) of the first video stream (frames counted by demuxing)."""
+def _video_facts(video: Path, count_frames: bool) -> tuple[int | None, Fraction, int, int]:
+    """(frames, exact rate, width, height) of the first video stream; frames are counted by demuxing, and only
+    when asked (a frame-range segment knows its frames: the whole normalized video is not read for each one)."""
     try:
         with av.open(os.fspath(video)) as container:
             stream = container.streams.video[0]
             rate = Fraction(stream.average_rate or stream.guessed_rate).limit_denominator(1001)
             width, height = stream.codec_context.width, stream.codec_context.height
-            frames = sum(1 for p in container.demux(stream) if p.size and p.pts is not None)
+            frames = sum(1 for p in container.demux(stream) if p.size and p.pts is not None) if count_frames else None
     except (av.error.FFmpegError, IndexError) as exc:
         raise MediaToolError(f"{video}: not a readable video ({exc})") from exc
     return frames, rate, width, height
