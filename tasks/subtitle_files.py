@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from lipline.errors import one_line
+from lipline.errors import InputError, UnknownScheme, one_line
 from lipline.uris import local_path
 
 
@@ -170,6 +170,9 @@ def measure_subtitles(uri: str, workdir: Path, media_duration_s: float | None = 
         data = path.read_bytes()
     except (OSError, FileNotFoundError) as e:
         file_row.update(readable=False, readable_error=f"cannot read the file ({e.__class__.__name__})")
+        return file_row, []
+    except (InputError, UnknownScheme) as e:  # a URI that cannot be fetched
+        file_row.update(readable=False, readable_error=str(e))
         return file_row, []
     if not data.strip():
         file_row.update(readable=False, readable_error="the file is empty")

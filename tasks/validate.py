@@ -37,7 +37,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
-from lipline.errors import InputError
+from lipline.errors import InputError, UnknownScheme
 from lipline.records import LoudnessMeasure, MediaProbe, Role, ValidationReport, Violation
 from lipline.tasks.subtitle_files import measure_subtitles
 from lipline.uris import local_path
@@ -163,6 +163,9 @@ def measure_media(uri: str, role: str, workdir: Path, faces: str | None = None) 
         probe = probe_media(uri, workdir)
     except InputError as e:
         row.update(readable=False, readable_error=f"{e.rule}: {e.observed}")
+        return row, None
+    except UnknownScheme as e:  # an input URI no filesystem here can fetch: a failed report like any unreadable file
+        row.update(readable=False, readable_error=str(e))
         return row, None
     opened = probe.video is not None or probe.audio is not None or probe.decode_error is None
     row["decodes_to_end"] = probe.decode_error is None

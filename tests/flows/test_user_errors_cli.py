@@ -136,3 +136,12 @@ def test_wrong_gpu_deployment_and_work_prefix_cleaned(media, tmp_path):
     job = store / "gpu"
     assert sorted(p.name for p in job.iterdir()) == ["status.json", "validation.json"]  # work/ is gone
     assert Path(job / "status.json").read_text().count("DeploymentNotFound") == 1
+
+
+@pytest.mark.parametrize("role", ["video", "subtitles"])
+def test_input_that_cannot_be_fetched_is_a_failed_report(role, tmp_path):
+    from lipline.tasks.validate import validate_inputs
+
+    (report,) = validate_inputs({role: "gs://bucket/input"}, workdir=tmp_path)
+    (violation,) = [v for v in report.violations if v.severity == "fail"]
+    assert violation.rule == f"{role}.readable" and "gs://" in violation.observed
