@@ -183,7 +183,7 @@ def engine_manifest(job: Job, results: list[EngineResult], tracked: faces.Tracke
            "notices": job.notices, "options": job.params.lipsync.model_dump(mode="json"),
            "frames_generated": sum(sp.end - sp.start for r in results for sp in r.generated),
            "frames_passed_through": sum(sp.end - sp.start for r in results for sp in r.passed_through),
-           "segments": [r.model_dump(mode="json") for r in results]}
+           "segments": [r.model_dump(mode="json", exclude={"uri"}) for r in results]}  # uri: a temp file
     if first and first.dry_run:
         doc["note"] = "dry run: this engine does not lip-sync (original frames under the new audio)"
     if tracked is not None:
@@ -259,7 +259,8 @@ def run_stages(job: Job) -> LocalizeResult:
                          "target_lufs": p.loudness_lufs, "method": audio.method},
             "video": video.model_dump(mode="json"),
             "length_mode": plan.length_mode, "audio_pad_s": plan.audio_pad_s,
-            "segments": [s.model_dump(mode="json") for s in segments],
+            "segments": [s.model_dump(mode="json", exclude={"video_uri", "audio_uri", "face_track_uri"})
+                         for s in segments],  # their files lived in the job's temp dir
             "timings_s": job.timings,
         }
         files = {"final.mp4": Path(final.video_path), "validation.json": validation_doc}

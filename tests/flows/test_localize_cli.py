@@ -122,7 +122,7 @@ def test_store_refusing_writes_fails_before_work(media, tmp_path):
 
 def test_unknown_engine_and_bad_params_are_refused(media, tmp_path):
     proc = lipline("run", str(media.video), str(media.dub), "--engine", "nope", "--store", str(tmp_path), "--quiet")
-    assert proc.returncode == 1 and "unknown engine 'nope'" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "unknown engine 'nope'" in proc.stderr and "Traceback" not in proc.stderr
     proc = lipline("run", str(media.video), str(media.dub), "--max-segment-s", "45", "--store", str(tmp_path))
     assert proc.returncode == 2 and "max_segment_s" in proc.stderr and "Traceback" not in proc.stderr
     proc = lipline("run", str(media.video), str(media.dub), "--length-mode", "sideways", "--store", str(tmp_path))
@@ -156,8 +156,12 @@ def test_passthrough_on_a_forward_plan_writes_no_segment_files(media, tmp_path):
     assert proc.returncode == 0, proc.stderr
     manifest = json.loads((store / "fwd" / "manifest.json").read_text())
     assert manifest["length_mode"] == "trim"
-    assert all("#frames=" in s["uri"] and s["seconds"] == 0.0 for s in manifest["engine"]["segments"])
-    assert all("video_uri" not in s for s in manifest["segments"])
+    results = manifest["engine"]["segments"]  # what the engine returned: its input frames, untouched
+    ranges = [tuple(r["frame_range"]) for r in results]
+    assert ranges[0][0] == 0 and ranges[-1][1] == 225 and all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+    assert all(r["passed_through"] == [{"start": 0, "end": b - a, "reason": "dry run"}]
+               for r, (a, b) in zip(results, ranges))
+    assert all(tuple(s["frame_range"]) == r for s, r in zip(manifest["segments"], ranges))  # no segment video
     final = probe_media(str(store / "fwd" / "final.mp4"))
     assert final.video.frame_count == 225  # 9.0 s at 25 fps: the video's extra 3 s are trimmed
     assert abs(final.audio.duration_s - 9.0) < 0.05
