@@ -25,7 +25,7 @@ demo: $(STAMP)
 	$(BIN)/python -m lipline.demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -p no:cacheprovider
+	$(BIN)/python -m pytest -p no:cacheprovider --durations=25
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not integration" -x -q
