@@ -36,6 +36,7 @@ import torch
 from lipline.errors import EngineError, MediaToolError
 from lipline.frames import FrameReader
 from lipline.models.face.align import AffineSmoother, CropGeometry, align_face, face_region, paste_back
+from lipline.models.face.facetrack import REASONS as FACE_REASONS
 from lipline.records import EngineResult, FrameSpan, LipsyncOptions, Segment
 
 from .engine import EngineParams, LatentSyncEngine
@@ -43,7 +44,6 @@ from .windows import Window, blend_weights, plan_windows, runs_of, silence_alpha
 
 WINDOW = 16
 SEGMENT_CODEC_OPTIONS = {"qp": "0", "preset": "ultrafast"}  # lossless: the job's one lossy encode is the final one
-FACE_REASONS = ("ok", "no face", "too small", "too turned")
 
 
 @dataclass
@@ -126,8 +126,7 @@ class _LosslessWriter:
 
 def paste_into_yuv(frame: av.VideoFrame, face: np.ndarray, matrix: np.ndarray, geometry: CropGeometry) -> av.VideoFrame:
     """A new yuv420p frame: ``face`` (3, R, R) float in [-1, 1] pasted back; only its paste region is converted."""
-    yuv = frame.to_ndarray(format="yuv420p") if frame.format.name == "yuv420p" else \
-        frame.reformat(format="yuv420p").to_ndarray()
+    yuv = _yuv420p(frame)
     h, w = frame.height, frame.width
     x0, y0, x1, y1 = face_region(matrix, geometry, w, h)
     # Chroma is subsampled 2x2 and OpenCV's I420 layout packs a region's chroma rows in pairs: x on even, y on
@@ -154,15 +153,17 @@ def paste_into_yuv(frame: av.VideoFrame, face: np.ndarray, matrix: np.ndarray, g
     y_plane[y0:y1, x0:x1] = back[:rh]
     u_plane[y0 // 2:y1 // 2, x0 // 2:x1 // 2] = back[rh:rh + rh // 4].reshape(rh // 2, rw // 2)
     v_plane[y0 // 2:y1 // 2, x0 // 2:x1 // 2] = back[rh + rh // 4:].reshape(rh // 2, rw // 2)
-    out = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
-    return out
+    return av.VideoFrame.from_ndarray(yuv, format="yuv420p")
 
 
 def frame_rgb(frame: av.VideoFrame) -> np.ndarray:
     """(H, W, 3) uint8 RGB of a frame, with the same conversion as the paste-back (BT.601, OpenCV)."""
-    yuv = frame.to_ndarray(format="yuv420p") if frame.format.name == "yuv420p" else \
-        frame.reformat(format="yuv420p").to_ndarray()
-    return cv2.cvtColor(yuv, cv2.COLOR_YUV2RGB_I420)
+    return cv2.cvtColor(_yuv420p(frame), cv2.COLOR_YUV2RGB_I420)
+
+
+def _yuv420p(frame: av.VideoFrame) -> np.ndarray:
+    """The frame's I420 planes as one (H * 3 / 2, W) uint8 array (converted when it is not yuv420p)."""
+    return (frame if frame.format.name == "yuv420p" else frame.reformat(format="yuv420p")).to_ndarray(format="yuv420p")
 
 
 @dataclass
