@@ -9,9 +9,7 @@ Teardown: SIGINT to the workers, then the server.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,22 +18,10 @@ import httpx
 import pytest
 
 from lipline import PREFECT_ENV_DEFAULTS
-from tests.s3server import free_port
+from tests.prefect_server import PREFECT, start_prefect_server, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
-PREFECT = str(Path(sys.executable).parent / "prefect")
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-
-
-def _stop(proc: subprocess.Popen, timeout: float) -> None:
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=5)
 
 
 @dataclass
@@ -89,20 +75,6 @@ class PrefectStack:
         return "\n".join(f"--- {p.name} ---\n{p.read_text(errors='replace')[-chars:]}" for p in sorted(self.logs.glob("*.log")))
 
 
-def _wait_healthy(api: str, server: subprocess.Popen, log: Path, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"prefect server exited with {server.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{api}/health", timeout=2).is_success:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"prefect server not healthy after {timeout}s:\n{log.read_text()[-3000:]}")
-
-
 def _create_pools(client: httpx.Client) -> None:
     from prefect.workers.process import ProcessWorker
 
@@ -118,9 +90,9 @@ def prefect_stack(s3_server, tmp_path_factory) -> PrefectStack:
     base = tmp_path_factory.mktemp("prefect-stack")
     logs = base / "logs"
     logs.mkdir()
-    port = free_port()
-    api = f"http://127.0.0.1:{port}/api"
     store = f"s3://{s3_server.bucket}/jobs"
+    server = start_prefect_server(base / "prefect-home", logs / "server.log")
+    api = server.api
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "LIPLINE_"))}
     env.update({
         "PREFECT_HOME": str(base / "prefect-home"), "PREFECT_API_URL": api,
@@ -139,8 +111,6 @@ def prefect_stack(s3_server, tmp_path_factory) -> PrefectStack:
     client = httpx.Client(base_url=api, timeout=30)
     stack = PrefectStack(api, client, logs, store, processes)
     try:
-        server = spawn("server", ["server", "start", "--host", "127.0.0.1", "--port", str(port)])
-        _wait_healthy(api, server, logs / "server.log")
         _create_pools(client)
         # Deploy the real prefect.yaml from the checkout; LIPLINE_CHECKOUT is absent from this env so the
         # pull step keeps `{{ $LIPLINE_CHECKOUT }}` for the workers to resolve.
@@ -158,6 +128,5 @@ def prefect_stack(s3_server, tmp_path_factory) -> PrefectStack:
         client.close()
         for name in ("worker-cpu", "worker-gpu"):  # workers first, with SIGINT; then the server
             if name in processes:
-                _stop(processes[name], timeout=20)
-        if "server" in processes:
-            _stop(processes["server"], timeout=20)
+                stop_process(processes[name], timeout=20)
+        server.stop()
