@@ -73,7 +73,7 @@ class Job:
 def open_job(params: LocalizeParams) -> Job:
     settings = get_settings()
     job_id = params.job_id or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8]
-    store = Store(params.store or settings.store, s3_endpoint_url=settings.s3_endpoint_url)
+    store = Store.from_settings(params.store)
     engine, notices = choose_engine(params)  # no weights for latentsync: refused here, before any work
     store.check_writable(job_id)
     if store.exists(f"{job_id}/manifest.json"):

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 from lipline import samples
+from lipline.settings import get_settings
 
 
 def make_demo_media(folder: Path) -> dict[str, Path]:
@@ -23,7 +23,7 @@ def make_demo_media(folder: Path) -> dict[str, Path]:
 
 
 def main() -> int:
-    folder = Path(os.environ.get("LIPLINE_DEMO_DIR", "demo-media")).absolute()
+    folder = get_settings().demo_dir.absolute()
     print(f"making sample media in {folder}/ ...", file=sys.stderr)
     media = make_demo_media(folder)
     from lipline.cli import main as cli_main

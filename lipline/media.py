@@ -9,14 +9,19 @@ import subprocess
 from pathlib import Path
 
 from lipline.errors import MediaToolError
+from lipline.settings import get_settings
 
 FONT_FAMILY = "Noto Sans CJK TC Regular"  # family name inside NotoSansCJKtc-Regular.otf
 
 
-@functools.cache
 def ffmpeg_exe() -> str:
-    """`LIPLINE_FFMPEG`, else the full ffmpeg bundled by imageio-ffmpeg (has libass and loudnorm), else PATH."""
-    explicit = os.environ.get("LIPLINE_FFMPEG")
+    """`LIPLINE_FFMPEG` (`Settings.ffmpeg`), else the full ffmpeg bundled by imageio-ffmpeg (has libass and
+    loudnorm), else PATH."""
+    return _find_ffmpeg(get_settings().ffmpeg)
+
+
+@functools.cache
+def _find_ffmpeg(explicit: str | None) -> str:
     if explicit:
         return explicit
     try:

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import functools
-import os
 import subprocess
 from pathlib import Path
 
 from lipline import __version__
+from lipline.settings import get_settings
+
+
+def git_commit() -> str:
+    """The commit of this checkout (LIPLINE_GIT_COMMIT, `Settings.git_commit`, wins: set it when building images
+    without .git)."""
+    return get_settings().git_commit or _checkout_commit()
 
 
 @functools.cache
-def git_commit() -> str:
-    """The commit of this checkout (LIPLINE_GIT_COMMIT wins: set it when building images without .git)."""
-    if os.environ.get("LIPLINE_GIT_COMMIT"):
-        return os.environ["LIPLINE_GIT_COMMIT"]
+def _checkout_commit() -> str:
     here = Path(__file__).resolve().parent
     try:
         proc = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)

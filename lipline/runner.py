@@ -56,11 +56,9 @@ def _warm_validation() -> None:
 def check_store(params: LocalizeParams) -> None:
     """Refuse a store that cannot be used (unknown scheme, wrong credentials, unreachable, read-only) in one
     line, before Prefect starts; the flow checks it again for runs started elsewhere."""
-    from lipline.settings import get_settings
     from lipline.store import Store
 
-    settings = get_settings()
-    store = Store(params.store or settings.store, s3_endpoint_url=settings.s3_endpoint_url)
+    store = Store.from_settings(params.store)
     prefix = params.job_id or ".lipline-preflight"
     store.check_writable(prefix)
     if not params.job_id:

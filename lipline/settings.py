@@ -1,23 +1,97 @@
-"""One settings object for the whole system: env vars `LIPLINE_*` and an optional `lipline.env` file."""
+"""One settings object for the whole system: every ``LIPLINE_*`` environment variable (and an optional
+``lipline.env`` file in the current folder) is read here and nowhere else.
+
+S3 settings apply to every ``s3://`` access — the store, input downloads and the GPU hand-off — through
+`Settings.s3_options`. Precedence: ``LIPLINE_S3_*`` first, then the standard AWS variables
+(``AWS_ENDPOINT_URL_S3``, ``AWS_ENDPOINT_URL``; credentials and region from botocore's own chain:
+``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, ``AWS_PROFILE``, ``AWS_DEFAULT_REGION``, ...).
+"""
 
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from lipline.errors import LiplineError
+
+ENV_PREFIX = "LIPLINE_"
+ENV_FILE = "lipline.env"
+S3_SCHEMES = ("s3", "s3a")
+
+
+class SettingsError(LiplineError):
+    """A combination of settings that cannot work (named, with what to set)."""
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="LIPLINE_", env_file="lipline.env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=ENV_FILE, extra="ignore",
+                                      env_ignore_empty=True, populate_by_name=True)
 
     store: str = Field("./lipline-store", description="Object store root: a folder or any fsspec URI (s3://bucket/prefix)")
-    s3_endpoint_url: str | None = Field(None, description="Endpoint of an S3-compatible store (else AWS_ENDPOINT_URL)")
     work_dir: Path | None = Field(None, description="Parent of per-run temp dirs (default: the system temp dir)")
-    gpu_deployment: str | None = Field(None, description="Deployment that runs lip-sync on the GPU pool, e.g. lipsync-segments/gpu; empty = in-process")
+    gpu_deployment: str | None = Field(None, description="Deployment that runs lip-sync on the GPU pool, e.g. "
+                                                         "lipsync-segments/gpu; empty = in-process")
+    s3_endpoint_url: str | None = Field(None, description="Endpoint of an S3-compatible server (else "
+                                                          "AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL)")
+    s3_access_key_id: str | None = Field(None, description="S3 access key (else AWS_ACCESS_KEY_ID, profiles, ...)")
+    s3_secret_access_key: SecretStr | None = Field(None, description="S3 secret key (else AWS_SECRET_ACCESS_KEY, ...)")
+    s3_region: str | None = Field(None, description="S3 region (else AWS_DEFAULT_REGION, AWS_REGION, ...)")
+    ffmpeg: str | None = Field(None, description="ffmpeg binary (default: imageio-ffmpeg's bundled one, then PATH)")
+    git_commit: str | None = Field(None, description="Commit recorded in manifests (default: `git rev-parse HEAD`)")
+    demo_dir: Path = Field(Path("demo-media"), description="Where `make demo` writes its sample media")
+    weights_dir: Path | None = Field(None, validation_alias=AliasChoices("LIPLINE_WEIGHTS_DIR", "LIPLINE_WEIGHTS_CACHE"),
+                                     description="LatentSync weights cache (older name LIPLINE_WEIGHTS_CACHE; "
+                                                 "default: the Hugging Face cache, HF_HUB_CACHE / HF_HOME)")
+    latentsync_mask: Path | None = Field(None, description="The official LatentSync mask.png (default: mask.png in "
+                                                           "the Hub snapshot, else the generated mask)")
+    checkout: Path | None = Field(None, description="Lipline source checkout holding deployments/prefect.yaml "
+                                                    "(workers' pull step, `lipline stack`)")
+    stack_dir: Path = Field(Path(".lipline-stack"), description="State folder of the local stack (`lipline stack`)")
+
+    @field_validator("weights_dir", mode="after")
+    @classmethod
+    def _expand(cls, value: Path | None) -> Path | None:
+        return None if value is None else Path(os.path.expandvars(str(value))).expanduser()
+
+    def s3_options(self) -> dict:
+        """fsspec/s3fs options for every ``s3://`` access. ``LIPLINE_S3_*`` win; what they leave unset comes
+        from the AWS variables (the endpoint here, credentials and region from botocore itself)."""
+        options: dict = {}
+        client_kwargs: dict = {}
+        endpoint = self.s3_endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        if endpoint:
+            client_kwargs["endpoint_url"] = endpoint
+        if self.s3_region:  # only when asked for: a fixed region_name breaks bucket creation on some servers
+            client_kwargs["region_name"] = self.s3_region
+        if client_kwargs:
+            options["client_kwargs"] = client_kwargs
+        key, secret = self.s3_access_key_id, self.s3_secret_access_key
+        if (key is None) != (secret is None):
+            given, missing = (("LIPLINE_S3_ACCESS_KEY_ID", "LIPLINE_S3_SECRET_ACCESS_KEY") if secret is None
+                              else ("LIPLINE_S3_SECRET_ACCESS_KEY", "LIPLINE_S3_ACCESS_KEY_ID"))
+            raise SettingsError(f"{given} is set but {missing} is not: set both, or neither to use the AWS "
+                                "credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)")
+        if key is not None and secret is not None:
+            options["key"] = key
+            options["secret"] = secret.get_secret_value()
+        return options
 
 
-@functools.cache
 def get_settings() -> Settings:
+    """The settings as the environment and ``lipline.env`` are *now*; one object per distinct environment, so
+    repeated calls are cheap and a changed variable is seen at once."""
+    env = tuple(sorted((k, v) for k, v in os.environ.items() if k.upper().startswith((ENV_PREFIX, "AWS_"))))
+    try:
+        stamp = os.stat(ENV_FILE).st_mtime_ns
+    except OSError:
+        stamp = None
+    return _settings_for(os.getcwd(), stamp, env)
+
+
+@functools.lru_cache(maxsize=16)
+def _settings_for(cwd: str, env_file_stamp: int | None, env: tuple) -> Settings:  # noqa: ARG001 - cache keys
     return Settings()

@@ -2,26 +2,21 @@
 
 Every upload is verified by SHA-256: on S3 the checksum travels with the request (``ChecksumSHA256``, checked
 by the server) and is read back with ``HeadObject``; elsewhere the stored bytes are read back and hashed.
-Multipart ETags are not MD5s, so ETags are never used for verification.
+Multipart ETags are not MD5s, so ETags are never used for verification. How each kind of root writes is its
+backend's business (`lipline.store_backends`, chosen by scheme in one table).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
-import os
 import tempfile
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import fsspec
-
 from lipline.errors import StoreError, one_line
-from lipline.uris import filesystem, is_local, sha256_file, to_path
-
-SINGLE_PUT_LIMIT = 5 * 2**30 - 1  # S3 PutObject limit; below it one request carries the checksum
+from lipline.settings import get_settings
+from lipline.store_backends import Backend, backend_for
+from lipline.uris import sha256_file
 
 
 @dataclass(frozen=True)
@@ -33,31 +28,29 @@ class StoredFile:
 
 
 class Store:
-    """A job-oriented view of one store root. Keys are relative (``<job_id>/final.mp4``)."""
+    """A job-oriented view of one store root. Keys are relative (``<job_id>/final.mp4``).
 
-    def __init__(self, root: str, *, s3_endpoint_url: str | None = None) -> None:
+    S3 endpoint and credentials come from `lipline.settings` (``LIPLINE_S3_*``, then the AWS variables), as
+    for every other S3 access."""
+
+    def __init__(self, root: str) -> None:
         self.root = str(root).rstrip("/")
-        self.local = is_local(self.root)
-        options: dict = {}
-        if self.root.startswith("s3://"):
-            endpoint = s3_endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-            if endpoint:
-                options["client_kwargs"] = {"endpoint_url": endpoint}
-        if self.local:
-            self.fs = fsspec.filesystem("file")
-            self.base = str(to_path(self.root))
-        else:
-            self.fs, self.base = filesystem(self.root, "store", **options)
-        self.base = self.base.rstrip("/")
+        self.backend: Backend = backend_for(self.root)
+        self.fs, self.base, self.local = self.backend.fs, self.backend.base, self.backend.local
+
+    @classmethod
+    def from_settings(cls, root: str | None = None) -> Store:
+        """The store at `root`, else at ``LIPLINE_STORE`` (`Settings.store`)."""
+        return cls(root or get_settings().store)
 
     def __repr__(self) -> str:
         return f"Store({self.root!r})"
 
     def uri(self, key: str) -> str:
-        return f"{self.base}/{key}" if self.local else f"{self.root}/{key}"
+        return self.backend.uri(key)
 
     def _path(self, key: str) -> str:
-        return f"{self.base}/{key}"
+        return self.backend.path(key)
 
     def exists(self, key: str) -> bool:
         try:
@@ -69,36 +62,41 @@ class Store:
         """Fail fast (before any work) when the store refuses writes under `key_prefix`."""
         probe = f"{key_prefix}/.write-probe"
         try:
-            self._put_bytes(b"ok", probe)
+            self.backend.write_bytes(b"ok", probe)
             self.fs.rm(self._path(probe))
         except StoreError:
             raise
         except Exception as exc:  # noqa: BLE001 - any backend error means "not writable"; reported with its text
-            raise StoreError(f"the store {self.root} refuses writes under {key_prefix}/: {one_line(exc)}; check its "
-                             "address, credentials (for S3: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL) "
-                             "and permissions") from exc
+            raise StoreError(f"the store {self.root} refuses writes under {key_prefix}/: {one_line(exc)}; "
+                             f"{self.backend.write_hint}") from exc
 
     def put_file(self, local: Path, key: str) -> StoredFile:
-        """Upload `local` to `key` and verify the stored bytes by SHA-256. Readers never see a partial `key`:
-        local files are renamed into place, S3 objects appear whole (one request), any other backend gets a
-        temporary key that is verified and then moved to `key`."""
+        """Upload `local` to `key` and verify the stored bytes by SHA-256. Readers never see a partial `key`
+        (see `lipline.store_backends` for how each backend ensures it)."""
         digest = sha256_file(local)
         size = local.stat().st_size
-        target = self._path(key)
         try:
-            if self.local:
-                self._put_local(local, Path(target))
-            elif self.root.startswith("s3://") and size <= SINGLE_PUT_LIMIT:
-                checksum = base64.b64encode(binascii.unhexlify(digest)).decode()
-                self.fs.put_file(str(local), target, chunksize=SINGLE_PUT_LIMIT, ChecksumSHA256=checksum)
-            else:
-                self._put_via_temporary_key(local, key, digest)
+            self.backend.write_file(local, key, digest, size)
         except (OSError, PermissionError) as exc:
             raise StoreError(f"upload of {local.name} to {self.uri(key)} failed: {exc}") from exc
-        stored = self._stored_sha256(key)
-        if stored != digest:
-            raise StoreError(f"checksum mismatch after upload of {self.uri(key)}: local {digest}, stored {stored}")
+        try:
+            self.backend.verify(key, digest)
+        except (OSError, PermissionError) as exc:
+            raise StoreError(f"cannot read back {self.uri(key)}: {exc}") from exc
         return StoredFile(key=key, uri=self.uri(key), sha256=digest, size=size)
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        """Create `key` holding `data` unless it exists: True when this call created it, False when the key was
+        already there (its content is left alone). Atomic — of several racing callers exactly one gets True — on
+        local folders (hard link of a complete temporary file) and on S3 (``PutObject`` with
+        ``If-None-Match: *``; checked against SeaweedFS). Other fsspec backends have no exclusive create: there
+        it is check-then-write and not race-free (`FsspecBackend.create`)."""
+        try:
+            return self.backend.create(key, data)
+        except StoreError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any backend error: the key may or may not exist; say which key
+            raise StoreError(f"could not create {self.uri(key)}: {one_line(exc)}") from exc
 
     def put_json(self, obj: object, key: str) -> StoredFile:
         data = json.dumps(obj, indent=2, ensure_ascii=False, default=str).encode()
@@ -126,58 +124,3 @@ class Store:
         except Exception as exc:  # noqa: BLE001 - any backend error: the key may still be there, say so
             raise StoreError(f"could not delete {self.uri(key)}{'/' if recursive else ''}: {one_line(exc)}; "
                              "remove it by hand or check the store's permissions") from exc
-
-    def _put_via_temporary_key(self, local: Path, key: str, digest: str) -> None:
-        """Upload to a temporary key beside `key`, verify it, then move it to `key` (the backend's rename or
-        copy); the temporary key is removed whatever happens."""
-        temp = f"{key}.part-{uuid.uuid4().hex[:12]}"
-        try:
-            self.fs.put_file(str(local), self._path(temp))
-            stored = self._stored_sha256(temp)
-            if stored != digest:
-                raise StoreError(f"checksum mismatch after upload of {self.uri(temp)}: local {digest}, stored {stored}")
-            self.fs.mv(self._path(temp), self._path(key))
-        finally:
-            if self.fs.exists(self._path(temp)):
-                self.fs.rm(self._path(temp))
-
-    def _put_bytes(self, data: bytes, key: str) -> None:
-        target = self._path(key)
-        if self.local:
-            Path(target).parent.mkdir(parents=True, exist_ok=True)
-        with self.fs.open(target, "wb") as f:
-            f.write(data)
-
-    @staticmethod
-    def _put_local(local: Path, target: Path) -> None:
-        """Copy through a temporary name in the same folder, then rename: readers never see a partial file."""
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as out, open(local, "rb") as src:
-                while block := src.read(1 << 20):
-                    out.write(block)
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; deliverables get the usual permissions
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-
-    def _stored_sha256(self, key: str) -> str:
-        if self.root.startswith("s3://"):
-            bucket, _, obj = self._path(key).partition("/")
-            try:
-                head = self.fs.call_s3("head_object", Bucket=bucket, Key=obj, ChecksumMode="ENABLED")
-                if head.get("ChecksumSHA256") and "-" not in head["ChecksumSHA256"]:
-                    return binascii.hexlify(base64.b64decode(head["ChecksumSHA256"])).decode()
-            except (OSError, PermissionError) as exc:
-                raise StoreError(f"cannot read back {self.uri(key)}: {exc}") from exc
-        import hashlib
-
-        h = hashlib.sha256()
-        with self.fs.open(self._path(key), "rb") as f:
-            while block := f.read(1 << 20):
-                h.update(block)
-        return h.hexdigest()

@@ -14,6 +14,8 @@ from urllib.parse import quote_from_bytes, unquote_to_bytes, urlparse
 
 import fsspec
 
+from lipline.settings import S3_SCHEMES, get_settings
+
 
 def is_local(uri: str) -> bool:
     scheme = urlparse(str(uri)).scheme
@@ -40,7 +42,12 @@ def path_to_uri(path: str | os.PathLike) -> str:
 
 
 def filesystem(uri: str, what: str = "input", **options):
-    """``(fsspec filesystem, path)`` for a URI; an unknown or uninstalled scheme is an `UnknownScheme` error."""
+    """``(fsspec filesystem, path)`` for a URI; an unknown or uninstalled scheme is an `UnknownScheme` error.
+
+    Every S3 access (the store, input downloads, `publish`) gets its endpoint and credentials here, from
+    `Settings.s3_options` (``LIPLINE_S3_*``, then the AWS variables); `options` given by the caller win."""
+    if urlparse(str(uri)).scheme in S3_SCHEMES:
+        options = {**get_settings().s3_options(), **options}
     try:
         return fsspec.core.url_to_fs(uri, **options)
     except (ImportError, ValueError) as exc:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lipline.errors import EngineError
+from lipline.settings import get_settings
 
 UNET_FILE = "latentsync_unet.pt"
 WHISPER_FILE = "whisper/tiny.pt"
@@ -119,10 +120,11 @@ def required_files(version: str) -> list[RequiredFile]:
 
 def default_cache_dir() -> Path:
     """The weights cache, read from the environment *now*: LIPLINE_WEIGHTS_DIR (or its older name
-    LIPLINE_WEIGHTS_CACHE), else the Hub cache huggingface_hub would use (HF_HUB_CACHE, HF_HOME)."""
-    for name in ("LIPLINE_WEIGHTS_DIR", "LIPLINE_WEIGHTS_CACHE"):
-        if os.environ.get(name):
-            return Path(os.path.expandvars(os.environ[name])).expanduser()
+    LIPLINE_WEIGHTS_CACHE; `Settings.weights_dir`), else the Hub cache huggingface_hub would use (HF_HUB_CACHE,
+    HF_HOME)."""
+    configured = get_settings().weights_dir
+    if configured is not None:
+        return configured
     if os.environ.get("HF_HUB_CACHE"):
         return Path(os.path.expandvars(os.environ["HF_HUB_CACHE"])).expanduser()
     if os.environ.get("HF_HOME"):
@@ -270,7 +272,7 @@ def _find_cached(repo_id: str, filename: str, cache: Path, revision: str | None)
 
 
 def _find_mask(version: str, mask_path: str | os.PathLike | None, snapshot_dir: Path | None) -> Path | None:
-    for source, value in (("mask_path", mask_path), (MASK_ENV, os.environ.get(MASK_ENV) or None)):
+    for source, value in (("mask_path", mask_path), (MASK_ENV, get_settings().latentsync_mask)):
         if value is not None:
             p = Path(value).expanduser()
             if not p.is_file():
