@@ -396,15 +396,20 @@ def curl_line(api_url: str, deployment: str, params: dict) -> str:
 
 
 def _wait_workers(state: StackState, expected: dict[str, int], timeout: float) -> None:
+    import httpx
+
     deadline = time.monotonic() + timeout
     while True:
-        online = pool_workers(state.api_url)
+        try:
+            online = pool_workers(state.api_url)
+        except httpx.HTTPError:
+            online = {}
         missing = {pool: n for pool, n in expected.items()
                    if sum(1 for w in online.get(pool, []) if w["status"] == "ONLINE") < n}
         if not missing:
             return
         for p in state.processes:
-            if p.name.startswith("worker") and not p.alive:
+            if not p.alive:
                 raise StackError(f"{p.name} exited at start; see {p.log}: {_last_line(Path(p.log))}")
         if time.monotonic() > deadline:
             raise StackError(f"workers not online after {timeout:.0f}s for pools {sorted(missing)}; see "

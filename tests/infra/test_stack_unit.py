@@ -113,3 +113,28 @@ def test_the_curl_line_carries_the_json_through_the_shell():
     args = shlex.split(line)
     assert args[:5] == ["curl", "-s", "-X", "POST", "http://127.0.0.1:4200/api/deployments/0b9e/create_flow_run"]
     assert json.loads(args[args.index("-d") + 1]) == {"parameters": {"params": params}}
+
+
+def _fake_nvidia_smi(folder: Path, gpus: int) -> str:
+    """A stand-in `nvidia-smi` printing what the real one prints for `-L` on a machine with `gpus` GPUs."""
+    exe = folder / "nvidia-smi"
+    lines = "".join(f"GPU {i}: NVIDIA H200 (UUID: GPU-{i:08d}-0000-0000-0000-000000000000)\\n" for i in range(gpus))
+    exe.write_text(f"#!/bin/sh\n[ \"$1\" = -L ] && printf '{lines}' && exit 0\nexit 9\n")
+    exe.chmod(0o755)
+    return f"{folder}{os.pathsep}{os.environ['PATH']}"
+
+
+def test_gpu_count_reads_nvidia_smi_and_is_zero_without_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", _fake_nvidia_smi(tmp_path, 2))
+    assert stack.gpu_count() == 2
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert stack.gpu_count() == 0
+
+
+def test_more_gpu_workers_than_gpus_is_refused_before_anything_starts(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", _fake_nvidia_smi(tmp_path, 1))
+    done = subprocess.run([LIPLINE, "stack", "up", "--state-dir", str(tmp_path / "s"), "--gpu-workers", "2",
+                           "--port", str(free_port()), "--s3-port", str(free_port())],
+                          env={**os.environ}, capture_output=True, text=True, timeout=120)
+    _one_line_error(done, "--gpu-workers 2 but nvidia-smi lists 1 GPU(s)")
+    assert not (tmp_path / "s" / "state.json").exists()
