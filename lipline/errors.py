@@ -44,6 +44,10 @@ class JobExists(LiplineError):
     """A job id that already has a complete deliverable was given again without asking to replace it."""
 
 
+class JobLocked(LiplineError):
+    """Another run of the same job id holds its lock (`lipline.joblock`); refused before anything is written."""
+
+
 class EngineError(LiplineError):
     """The lip-sync engine could not run (unknown name, missing weights, wrong kind)."""
 
