@@ -136,6 +136,19 @@ def test_status_shows_every_process_the_api_and_the_pools(stack):
     assert "worker-gpu-2" in text.stdout and "healthy" in text.stdout
 
 
+def test_lipline_deploy_applies_prefect_yaml_to_a_running_api_in_place(stack):
+    done = lipline("deploy", "--api", stack.api, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith(f"deployed to {stack.api}: ")
+    names = done.stdout.split(": ", 1)[1].strip().split(", ")
+    assert {"localize/localize", "localize-batch/nightly-batch", "lipsync-segments/gpu"} <= set(names)
+    # updated in place: the id in the printed curl line still names localize/localize
+    deployment = httpx.get(f"{stack.api}/deployments/name/localize/localize").json()
+    assert f"/deployments/{deployment['id']}/create_flow_run" in stack.state["curl"]
+    assert deployment["pull_steps"][0]["prefect.deployments.steps.set_working_directory"]["directory"] == \
+        "{{ $LIPLINE_CHECKOUT }}"  # not baked in from the deployer's environment
+
+
 @pytest.fixture(scope="module")
 def jobs(stack, receiver):
     """The webhook automation first, then the printed curl line (good job) and a broken input (bad job)."""
