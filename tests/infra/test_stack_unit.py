@@ -138,3 +138,14 @@ def test_more_gpu_workers_than_gpus_is_refused_before_anything_starts(tmp_path, 
                           env={**os.environ}, capture_output=True, text=True, timeout=120)
     _one_line_error(done, "--gpu-workers 2 but nvidia-smi lists 1 GPU(s)")
     assert not (tmp_path / "s" / "state.json").exists()
+
+
+def test_stack_commands_import_neither_torch_nor_prefect_until_they_need_it(tmp_path):
+    code = ("import sys, lipline.cli\n"
+            "from typer.testing import CliRunner\n"
+            f"r = CliRunner().invoke(lipline.cli.app, ['stack', 'status', '--state-dir', {str(tmp_path)!r}])\n"
+            "assert r.exit_code == 1, r.output\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'diffusers', 'transformers', 'prefect'}))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
