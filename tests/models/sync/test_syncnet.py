@@ -96,13 +96,9 @@ def test_offset_sign_audio_late_is_positive(k):
 
 @pytest.fixture(scope="module")
 def short_clip(tmp_path_factory):
-    """1.2 s (30 frames → 25 windows) of the talking portrait with its speech; a short clip keeps the CPU cost of
-    the lip tower (~0.5 s a window) low."""
     from lipline.models.face.track import compute_face_track
 
-    folder = tmp_path_factory.mktemp("syncnet-clip")
-    speech = C.make_speech(1.2, seed=21)
-    video = C.mux(C.write_video(folder / "silent.mp4", speech), C.audio_with_offset(speech, 0), folder / "talk.mp4")
+    video = C.short_clip(tmp_path_factory.mktemp("syncnet-clip"))
     return video, compute_face_track(video)
 
 
