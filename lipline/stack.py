@@ -89,33 +89,17 @@ def gpu_count() -> int:
 # --- processes ------------------------------------------------------------------------------------------------------
 
 def _start_ticks(pid: int) -> str | None:
-    """The process's start time (clock ticks since boot, /proc/PID/stat field 22): a pid reused by another process
-    has another one. None when the process does not exist (or /proc is unavailable)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
+    """When `pid` started (tells a reused pid apart); None when it does not exist."""
+    from lipline.joblock import process_start  # lazy: it imports the store (fsspec)
+
+    return process_start(pid)
 
 
 def _alive(pid: int, ticks: str | None = None) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    state = _proc_state(pid)
-    if state == "Z":  # a zombie is finished
-        return False
-    return ticks is None or _start_ticks(pid) in (None, ticks)
+    """`pid` runs and is the process that started at `ticks` (a zombie counts as finished)."""
+    from lipline.joblock import process_running
 
-
-def _proc_state(pid: int) -> str | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return None
+    return process_running(pid, ticks)
 
 
 def session_members(sid: int) -> list[int]:
