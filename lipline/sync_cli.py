@@ -76,7 +76,11 @@ def _syncnet_record(video: Path, audio: Path | None, weights: Path, track) -> di
     is refused as a one-line error: it is the user's setting)."""
     from lipline.models.sync.syncnet import load_syncnet, syncnet_scores
 
+    import torch
+
     model = load_syncnet(weights)  # raises SyncNetWeightsError (a LiplineError) for a wrong file
+    if torch.cuda.is_available():
+        model = model.to("cuda")
     if track is None or not track.valid.any():
         return {"error": "no usable face: SyncNet needs face crops"}
     try:

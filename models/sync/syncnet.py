@@ -239,7 +239,8 @@ def syncnet_scores(model: SyncNetS, video: str | Path, audio: str | Path, track,
                    vshift: int = VSHIFT) -> SyncNetScores:
     """LSE-C / LSE-D of ``video`` (face crops from ``track``) against ``audio`` (a file with an audio stream).
 
-    Streams the video: at most ``batch + 4`` crops are held. Raises ``ValueError`` without a usable face, without
+    Runs where ``model`` is (``load_syncnet(path).to("cuda")`` for a GPU). Streams the video: at most
+    ``batch + 4`` crops are held. Raises ``ValueError`` without a usable face, without
     audio, or when the clip is shorter than one 5-frame window.
     """
     import cv2
@@ -247,6 +248,7 @@ def syncnet_scores(model: SyncNetS, video: str | Path, audio: str | Path, track,
     from lipline.models.face.video import iter_frames
     from lipline.models.sync.measure import read_mono
 
+    device = next(model.parameters()).device
     samples = read_mono(audio, SAMPLE_RATE)
     cct = torch.from_numpy(mfcc(np.clip(samples, -1, 1) * 32767.0).astype(np.float32))[None, None]  # [1,1,13,T]
     pick = _frames_at_25(track.frame_count, track.fps)  # source frame of every 25-fps frame
@@ -265,10 +267,10 @@ def syncnet_scores(model: SyncNetS, video: str | Path, audio: str | Path, track,
     def embed(count: int) -> None:
         nonlocal done, crops
         clip = torch.from_numpy(np.stack(crops[:count + WINDOW - 1]).astype(np.float32))  # [f, 224, 224, 3]
-        clip = clip.permute(3, 0, 1, 2)[None]  # [f,h,w,c] -> [1,c,f,h,w]
-        lip_feats.append(model.forward_lip(torch.cat([clip[:, :, i:i + WINDOW] for i in range(count)])))
+        clip = clip.permute(3, 0, 1, 2)[None].to(device)  # [f,h,w,c] -> [1,c,f,h,w]
+        lip_feats.append(model.forward_lip(torch.cat([clip[:, :, i:i + WINDOW] for i in range(count)])).cpu())
         aud_feats.append(model.forward_aud(torch.cat([cct[..., (done + i) * 4:(done + i) * 4 + 20]
-                                                      for i in range(count)])))
+                                                      for i in range(count)]).to(device)).cpu())
         crops, done = crops[count:], done + count
 
     for index, (_, rgb) in enumerate(iter_frames(video)):
