@@ -148,3 +148,13 @@ def test_measure_video_never_raises(talking, talking_track, tmp_path):
     pattern = pattern_clip(tmp_path / "pattern.mp4", 320, 240, 25, 2.0)
     no_face = measure_video(pattern, audio_path=talking.wav(0))
     assert no_face.verdict == "fail" and "no usable face" in no_face.reason
+
+
+def test_a_segment_is_measured_from_its_track_slice(talking, talking_track):
+    from lipline.models.face.slicing import take
+
+    start = 40  # a segment of frames 40..149 with its own audio (the segment's 16 kHz audio starts at its frame 0)
+    segment = take(talking_track, range(start, talking_track.frame_count))
+    audio = C.audio_with_offset(talking.speech, 3)[int(start * C.SR / C.FPS):]
+    estimate = measure_track(segment, audio, C.SR)
+    assert segment.frame_count == 110 and estimate.offset_frames == pytest.approx(3, abs=1)
