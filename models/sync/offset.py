@@ -57,7 +57,6 @@ class SyncEstimate:
     max_offset: int = MAX_OFFSET
     curve: tuple[float, ...] | None = field(default=None, repr=False)
     metric: str = METRIC
-    extra: dict = field(default_factory=dict)  # e.g. {"syncnet": {...}} when SyncNet weights were given
 
     @property
     def offset_ms(self) -> float | None:
@@ -74,7 +73,7 @@ class SyncEstimate:
         out = {"offset_frames": self.offset_frames, "offset_ms": self.offset_ms,
                "confidence": _round(self.confidence), "peak_corr": _round(self.peak_corr),
                "verdict": self.verdict, "reason": self.reason, "metric": self.metric, "fps": _round(self.fps),
-               "frames_used": self.frames_used, "max_offset": self.max_offset, **self.extra}
+               "frames_used": self.frames_used, "max_offset": self.max_offset}
         if curve:
             out["curve"] = None if self.curve is None else [_round(c) for c in self.curve]
         return out
