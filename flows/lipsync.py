@@ -14,7 +14,9 @@ from pathlib import Path
 from prefect import flow
 
 from lipline.records import EngineResult, LipsyncOptions, Segment
+from lipline.store import Store
 from lipline.tasks.lipsync import lipsync_segments
+from lipline.tasks.segment_results import SegmentResults
 from lipline.uris import publish
 
 RESULTS_NAME = "results.json"
@@ -22,14 +24,17 @@ RESULTS_NAME = "results.json"
 
 @flow(name="lipsync-segments", description="Run a lip-sync engine over segments; outputs and results.json in the store")
 def lipsync_segments_flow(segments: list[Segment], engine: str, out_prefix: str,
-                          options: LipsyncOptions | None = None) -> str:
+                          options: LipsyncOptions | None = None, store_root: str | None = None,
+                          recompute: bool = False) -> str:
     """Write each segment's engine output under `out_prefix` and `out_prefix/results.json`; return that URI.
-    An output that is the segment's own input (an engine that keeps frames) is already in the store."""
+    An output that is the segment's own input (an engine that keeps frames) is already in the store; with
+    `store_root`, finished results are reused from (and new ones put into) that store's result cache."""
     workdir = Path(tempfile.mkdtemp(prefix="lipline-gpu-"))
     try:
-        results = lipsync_segments(segments, engine, workdir, options)
+        cache = SegmentResults(Store.from_settings(store_root)) if store_root else None
+        results = lipsync_segments(segments, engine, workdir, options, cache=cache, recompute=recompute)
         inputs = {s.video_uri for s in segments}
-        stored = [r if r.uri in inputs else
+        stored = [r if r.uri in inputs or r.cache_key else
                   r.model_copy(update={"uri": publish(Path(r.uri), f"{out_prefix}/{Path(r.uri).name}")})
                   for r in results]
         doc = workdir / RESULTS_NAME

@@ -19,11 +19,10 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
-from prefect.deployments import run_deployment
 from pydantic import BaseModel
 
-from lipline.errors import DeploymentNotFound, EngineError, JobExists, StoreError, ValidationFailed
-from lipline.flows.lipsync import RESULTS_NAME, read_results
+from lipline.joblock import JobLock
+from lipline.errors import JobExists, StoreError, ValidationFailed
 from lipline.engine_choice import choose_engine
 from lipline.models.registry import get_spec
 from lipline.params import LocalizeParams
@@ -33,7 +32,7 @@ from lipline.provenance import lipline_version
 from lipline.settings import get_settings
 from lipline.store import Store
 from lipline.tasks import archive as archive_stage
-from lipline.tasks import faces, lipsync, merge, normalize, post, segment, validate
+from lipline.tasks import faces, gpu_dispatch, merge, normalize, post, segment, segment_results, validate
 from lipline.uris import local_path, sha256_file, to_path
 
 
@@ -60,6 +59,7 @@ class Job:
     notices: list[str] = field(default_factory=list)  # what the operator must know about this deliverable
     stage: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    lock: JobLock | None = None  # this run's hold on the job id (released when the flow ends)
 
     @contextmanager
     def stage_of(self, name: str):
@@ -75,15 +75,32 @@ def open_job(params: LocalizeParams) -> Job:
     job_id = params.job_id or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8]
     store = Store.from_settings(params.store)
     engine, notices = choose_engine(params)  # no weights for latentsync: refused here, before any work
-    store.check_writable(job_id)
-    if store.exists(f"{job_id}/manifest.json"):
-        if not params.replace:
-            raise JobExists(f"job {job_id} is already complete at {store.uri(job_id)}/; choose another job id "
-                            "or replace it (--replace / params.replace)")
-        store.delete(f"{job_id}/manifest.json")  # the completion marker goes first
-        store.delete_prefix(job_id)  # then every old key: nothing of the old job survives beside the new one
     workdir = Path(tempfile.mkdtemp(prefix=f"lipline-{job_id}-", dir=settings.work_dir))
-    return Job(params, job_id, store, workdir, JobProgress(job_id), engine=engine, notices=notices)
+    try:
+        lock = JobLock(store, job_id).acquire(workdir)  # one run per job id: a second is refused before any write
+    except StoreError:
+        shutil.rmtree(workdir, ignore_errors=True)
+        store.check_writable(job_id)  # a store that refuses writes is named with what to check
+        raise
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    try:
+        if lock.leftover_workdir():  # the lock of a run killed on this host: its local files go
+            shutil.rmtree(lock.leftover_workdir(), ignore_errors=True)
+        store.check_writable(job_id)
+        if store.exists(f"{job_id}/manifest.json"):
+            if not params.replace:
+                raise JobExists(f"job {job_id} is already complete at {store.uri(job_id)}/; choose another job id "
+                                "or replace it (--replace / params.replace)")
+            store.delete(f"{job_id}/manifest.json")  # the completion marker goes first
+        # then every old key: nothing of a replaced job, or of a failed or killed run, survives beside the new one
+        store.delete_prefix(job_id)
+    except BaseException:
+        lock.release()
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    return Job(params, job_id, store, workdir, JobProgress(job_id), engine=engine, notices=notices, lock=lock)
 
 
 @flow(name="localize", description="Validate, normalize, segment, lip-sync, merge, subtitle/brand and archive one job")
@@ -98,6 +115,7 @@ def localize(params: LocalizeParams) -> LocalizeResult:
         raise
     finally:
         shutil.rmtree(job.workdir, ignore_errors=True)
+        job.lock.release()
 
 
 def publish_validation(reports: list[ValidationReport], path: Path) -> Path:
@@ -130,38 +148,22 @@ def input_provenance(inputs: dict[str, str | None], probes: dict, workdir: Path)
 
 
 def lipsync_stage(job: Job, segments: list[Segment]) -> list[EngineResult]:
-    """In this process by default; on the GPU pool when LIPLINE_GPU_DEPLOYMENT names a deployment."""
-    options = job.params.lipsync
-    deployment = get_settings().gpu_deployment
-    if not deployment:
-        return lipsync.lipsync_segments(segments, job.engine, job.workdir / "synced", options,
-                                        on_progress=lambda f: job.progress.update("lipsync", f))
-    uploaded: dict[str, str] = {}  # a frame-range segment shares its video with the others: upload it once
+    """Every segment through the engine, on the backend the settings choose (`tasks/gpu_dispatch.py`)."""
+    handoff = gpu_dispatch.HandOff(job.job_id, job.store, job.workdir, segments, job.engine, job.params.lipsync,
+                                   recompute=job.params.recompute,
+                                   progress=lambda f: job.progress.update("lipsync", f))
+    return gpu_dispatch.gpu_backend().run(handoff)
 
-    def shared_uri(uri: str | None) -> str | None:
-        if uri is None:
-            return None
-        if uri not in uploaded:
-            uploaded[uri] = job.store.put_file(to_path(uri), f"{job.job_id}/work/segments/{Path(uri).name}").uri
-        return uploaded[uri]
 
-    shared = [s.model_copy(update={"video_uri": shared_uri(s.video_uri), "audio_uri": shared_uri(s.audio_uri),
-                                   "face_track_uri": shared_uri(s.face_track_uri)}) for s in segments]
-    from prefect.exceptions import ObjectNotFound
-
-    try:
-        run = run_deployment(deployment, parameters={"segments": [s.model_dump(mode="json") for s in shared],
-                                                     "engine": job.engine, "out_prefix": job.store.uri(f"{job.job_id}/work/synced"),
-                                                     "options": options.model_dump(mode="json")},
-                             timeout=None)
-    except (ObjectNotFound, ValueError) as exc:
-        raise DeploymentNotFound(f"LIPLINE_GPU_DEPLOYMENT={deployment!r}: no such deployment in the Prefect API "
-                                 f"({type(exc).__name__}); set it to FLOW/DEPLOYMENT as `prefect deployment ls` "
-                                 "lists it (e.g. lipsync-segments/gpu), or unset it to lip-sync in this process") from exc
-    if not run.state or not run.state.is_completed():
-        raise EngineError(f"GPU flow run {run.name} ({deployment}) ended {run.state.name if run.state else 'unknown'}: "
-                          f"{run.state.message if run.state else ''}")
-    return read_results(job.store.uri(f"{job.job_id}/work/synced/{RESULTS_NAME}"), job.workdir)
+def content_keys(segments: list[Segment], plan, video, video_sha256: str,
+                 tracked: faces.TrackedFaces | None) -> list[Segment]:
+    """Each segment with its content key (what its frames and audio depend on; keys its engine result)."""
+    picture = {"frames": video.frame_count, "fps": f"{video.fps_num}/{video.fps_den}", "width": video.width,
+               "height": video.height}
+    return [s.model_copy(update={"content_key": segment_results.segment_content_key(
+        video_sha256=video_sha256, picture=picture, source_frames=planned.source_frames(),
+        audio_path=to_path(s.audio_uri), faces_key=tracked.key if tracked else None)})
+        for s, planned in zip(segments, plan.segments)]
 
 
 def faces_stage(job: Job, video, inputs_sha: str | None) -> faces.TrackedFaces | None:
@@ -230,6 +232,8 @@ def run_stages(job: Job) -> LocalizeResult:
         if tracked is not None:
             segments = faces.segment_tracks(segments, [s.source_frames() for s in plan.segments], tracked.path,
                                             job.workdir / "segments")
+        segments = content_keys(segments, plan, video, input_sha256(inputs["video"], job.workdir / "validate"),
+                                tracked)
 
     # 5. Lip-sync every segment with the chosen engine (the GPU pool in a deployment).
     with job.stage_of("lipsync"):

@@ -103,6 +103,8 @@ def run(
     crf: int = typer.Option(20, help="libx264 CRF of the final encode (lower = better quality, larger file)"),
     override: list[str] = typer.Option([], "--set", help="Override a contract threshold: RULE=NUMBER (repeatable)"),
     replace: bool = typer.Option(False, "--replace", help="Replace an already completed job with the same --job-id"),
+    recompute: bool = typer.Option(False, "--recompute", help="Recompute every segment instead of reusing finished "
+                                                              "results from the store's cache"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar"),
 ) -> None:
     """Run the `localize` flow in-process (Prefect's embedded API) and print the deliverable's URI."""
@@ -115,7 +117,8 @@ def run(
         params = LocalizeParams(
             video_uri=_absolute(video), audio_uri=_absolute(audio), subtitles_uri=_absolute(subtitles),
             intro_uri=_absolute(intro), outro_uri=_absolute(outro), engine=engine, job_id=job_id, replace=replace,
-            store=store, loudness_lufs=loudness, max_segment_s=max_segment_s, x264_preset=preset, crf=crf,
+            recompute=recompute, store=store, loudness_lufs=loudness, max_segment_s=max_segment_s,
+            x264_preset=preset, crf=crf,
             contract_overrides=_parse_overrides(override), **parse_length_mode(length_mode),
             lipsync=LipsyncOptions(model_version=model_version, weights_dir=weights, steps=steps, guidance=guidance,
                                    seed=seed, face=face, precision=precision,
@@ -163,12 +166,32 @@ try:
 except ImportError:  # pragma: no cover - weights CLI not installed
     pass
 
+from lipline.sync_cli import sync_offset as sync_offset_command  # noqa: E402 - light: no torch, no MediaPipe
+
+app.command(name="sync-offset")(sync_offset_command)
+
 try:
     from lipline.faces_cli import faces as faces_command
 
     app.command(name="faces")(faces_command)
 except ImportError:  # pragma: no cover - faces CLI not installed
     pass
+
+
+from lipline.stack_cli import app as stack_app, deploy_command  # noqa: E402 - registered after the core commands
+
+app.add_typer(stack_app, name="stack")
+app.command(name="deploy")(deploy_command)
+
+
+@app.command(name="gpu-worker")
+def gpu_worker(large: bool = typer.Option(False, "--large", help="Serve the segments that ran out of memory on the "
+                                                                  "normal GPU workers (start it on a bigger GPU)")) -> None:
+    """Serve lip-sync segments from the Prefect API, one at a time, the model kept loaded (LIPLINE_GPU_BACKEND=
+    task-workers). Start one per GPU, pinned with CUDA_VISIBLE_DEVICES; stop with Ctrl-C."""
+    from lipline.gpu_worker import serve_segments
+
+    serve_segments(large=large)
 
 
 def main() -> None:

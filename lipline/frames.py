@@ -93,4 +93,49 @@ class FrameReader:
                 self._cursor = stop
 
 
-__all__ = ["FrameReader"]
+
+SEGMENT_CODEC_OPTIONS = {"qp": "0", "preset": "ultrafast"}  # lossless: the job's one lossy encode is the final one
+
+
+class LosslessWriter:
+    """Writes yuv420p frames losslessly (H.264 qp 0) at an exact rate; pts = frame number."""
+
+    def __init__(self, path: Path, rate: Fraction, width: int, height: int) -> None:
+        self.container = av.open(os.fspath(path), "w", format="mp4")
+        self.stream = self.container.add_stream("libx264", rate=rate, options=dict(SEGMENT_CODEC_OPTIONS))
+        self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, "yuv420p"
+        self.tb = Fraction(1) / rate
+        self.stream.codec_context.time_base = self.tb
+        self.count = 0
+
+    def write(self, frame: av.VideoFrame) -> None:
+        if frame.format.name != "yuv420p":
+            frame = frame.reformat(format="yuv420p")
+        frame.pts = self.count
+        frame.time_base = self.tb
+        frame.pict_type = av.video.frame.PictureType.NONE
+        for packet in self.stream.encode(frame):
+            self.container.mux(packet)
+        self.count += 1
+
+    def close(self) -> None:
+        for packet in self.stream.encode(None):
+            self.container.mux(packet)
+        self.container.close()
+
+
+def video_facts(video: Path, count_frames: bool) -> tuple[int | None, Fraction, int, int]:
+    """(frames, exact rate, width, height) of the first video stream; frames are counted by demuxing, and only
+    when asked (a frame-range segment knows its frames: the whole normalized video is not read for each one)."""
+    try:
+        with av.open(os.fspath(video)) as container:
+            stream = container.streams.video[0]
+            rate = Fraction(stream.average_rate or stream.guessed_rate).limit_denominator(1001)
+            width, height = stream.codec_context.width, stream.codec_context.height
+            frames = sum(1 for p in container.demux(stream) if p.size and p.pts is not None) if count_frames else None
+    except (av.error.FFmpegError, IndexError) as exc:
+        raise MediaToolError(f"{video}: not a readable video ({exc})") from exc
+    return frames, rate, width, height
+
+
+__all__ = ["FrameReader", "LosslessWriter", "SEGMENT_CODEC_OPTIONS", "video_facts"]

@@ -43,6 +43,8 @@ class LocalizeParams(BaseModel):
     store: Optional[str] = Field(None, description="Store root (folder or fsspec URI); default from LIPLINE_STORE or ./lipline-store")
     job_id: Optional[str] = Field(None, description="Job id: letters, digits, '.', '_' or '-'; generated when empty")
     replace: bool = Field(False, description="Replace the deliverable of an already completed job with the same id")
+    recompute: bool = Field(False, description="Recompute every segment, even those whose result (same inputs, "
+                                               "engine, weights and options) is already in the store's cache")
     engine: str = Field("auto", description="Lip-sync engine: 'latentsync' (needs its weights), 'passthrough' (a dry "
                                             "run, no lip-sync) or 'auto' (latentsync when its weights are in the "
                                             "cache, else passthrough with a notice)")

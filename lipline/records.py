@@ -124,6 +124,8 @@ class Segment(Record):
                           "segment files); None: the whole file is the segment")
     face_track_uri: str | None = Field(None, description="The face track of this segment's frames (one entry per "
                                                          "frame), when the job tracked faces")
+    content_key: str | None = Field(None, description="SHA-256 of everything this segment's input depends on "
+                                                      "(tasks/segment_results.py); keys its engine result")
 
     @property
     def frame_count(self) -> int:
@@ -165,6 +167,12 @@ class EngineResult(Record):
                                             description="Frame spans left as the source frames, with the reason")
     settings: dict = Field(default_factory=dict, description="Model version, checkpoints, steps, guidance, seed, "
                                                              "precision and what the engine measured")
+    reused: bool = Field(False, description="True when this result was finished earlier (same result key) and "
+                                            "reused, not recomputed")
+    cache_key: str | None = Field(None, description="Result key under STORE/_cache/segments/ (engines that write "
+                                                    "frames)")
+    worker: dict = Field(default_factory=dict, description="Where it ran: host, process, worker, task run, queue "
+                                                           "and engine seconds, model loads in that process")
 
 
 class LipsyncOptions(Record):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -43,6 +44,8 @@ class Settings(BaseSettings):
     ffmpeg: str | None = Field(None, description="ffmpeg binary (default: imageio-ffmpeg's bundled one, then PATH)")
     git_commit: str | None = Field(None, description="Commit recorded in manifests (default: `git rev-parse HEAD`)")
     demo_dir: Path = Field(Path("demo-media"), description="Where `make demo` writes its sample media")
+    syncnet_weights: Path | None = Field(None, description="SyncNet syncnet_v2.model: `lipline sync-offset` adds "
+                                                           "LSE-C/LSE-D (default: the weight-free estimate only)")
     weights_dir: Path | None = Field(None, validation_alias=AliasChoices("LIPLINE_WEIGHTS_DIR", "LIPLINE_WEIGHTS_CACHE"),
                                      description="LatentSync weights cache (older name LIPLINE_WEIGHTS_CACHE; "
                                                  "default: the Hugging Face cache, HF_HUB_CACHE / HF_HOME)")
@@ -51,6 +54,17 @@ class Settings(BaseSettings):
     checkout: Path | None = Field(None, description="Lipline source checkout holding deployments/prefect.yaml "
                                                     "(workers' pull step, `lipline stack`)")
     stack_dir: Path = Field(Path(".lipline-stack"), description="State folder of the local stack (`lipline stack`)")
+    gpu_backend: Literal["auto", "in-process", "task-workers", "deployment"] = Field(
+        "auto", description="How segments reach the engine: in-process; task-workers (one background task per "
+                            "segment, served by warm `lipline gpu-worker` processes); deployment (one child run of "
+                            "LIPLINE_GPU_DEPLOYMENT); auto = deployment when that is set, else in-process")
+    gpu_large: bool = Field(False, description="Large-GPU workers (`lipline gpu-worker --large`) exist: a segment "
+                                               "whose out-of-memory ladder ran out is sent to them")
+    bench_seconds_per_frame: float = Field(0.02, ge=0, description="Cost per frame of the bench-only "
+                                                                   "`bench-fixed-cost` engine (orchestration benches)")
+    bench_oom_above_frames: int | None = Field(None, ge=0, description="Bench/test only: the `bench-fixed-cost` "
+                                                                       "engine acts out of GPU memory on segments "
+                                                                       "longer than this (a small GPU)")
 
     @field_validator("weights_dir", mode="after")
     @classmethod

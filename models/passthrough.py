@@ -14,6 +14,11 @@ class PassthroughEngine:
     kind = "video"
     version = "2"
     dry_run = True
+    writes_frames = False  # its output is its input: nothing to cache
+
+    def identity(self, options: LipsyncOptions) -> dict:
+        """What this engine's output depends on besides its input (part of the segment result key)."""
+        return {"engine": self.name, "version": self.version}
 
     def run_segment(self, segment: Segment, video: Path, audio: Path, out: Path, options: LipsyncOptions, *,
                     track: Any = None, progress: Any = None) -> EngineResult:

@@ -35,6 +35,7 @@ class EngineSpec:
 _SPECS: dict[str, EngineSpec] = {}
 _INSTANCES: dict[tuple[str, tuple], Any] = {}
 _LOCK = threading.Lock()
+_LOADS: dict[str, int] = {}  # engine name -> instances built in this process (a warm worker builds one)
 
 
 def register_engine(spec: EngineSpec) -> None:
@@ -67,7 +68,13 @@ def get_engine(name: str, kind: EngineKind | None = None, **options: Any) -> Any
             module_name, _, class_name = spec.target.partition(":")
             cls = getattr(importlib.import_module(module_name), class_name)
             _INSTANCES[key] = cls(**options)
+            _LOADS[name] = _LOADS.get(name, 0) + 1
         return _INSTANCES[key]
+
+
+def engine_loads(name: str) -> int:
+    """How many times this process built engine ``name`` (the model load count a warm worker reports)."""
+    return _LOADS.get(name, 0)
 
 
 register_engine(EngineSpec("passthrough", "video", "lipline.models.passthrough:PassthroughEngine",
@@ -77,3 +84,6 @@ register_engine(EngineSpec("latentsync", "video", "lipline.models.latentsync.vid
                            uses_faces=True))
 register_engine(EngineSpec("latentsync-faces", "face", "lipline.models.latentsync.engine:LatentSyncEngine",
                            "LatentSync on aligned face crops (tensors in, tensors out); used by `latentsync`"))
+register_engine(EngineSpec("bench-fixed-cost", "video", "lipline.models.fixed_cost:FixedCostEngine",
+                           "BENCH/TEST ONLY, no lip-sync: copies the frames and takes a fixed time per frame "
+                           "(LIPLINE_BENCH_SECONDS_PER_FRAME) to measure orchestration"))

@@ -42,6 +42,7 @@ class TrackedFaces:
     cache_hit: bool
     summary: dict
     seconds: float
+    key: str = ""  # the track's content key (`track_key`)
 
 
 def track_key(video_sha256: str, detector: str, choice: str, picture: dict) -> str:
@@ -63,7 +64,8 @@ def track_faces(video_uri: str, video_sha256: str, picture: dict, choice: str, s
     started = time.perf_counter()
     choice = str(FaceChoice.parse(choice))
     detector = f"{detector_version()}+landmark_every={LANDMARK_EVERY}"
-    key = f"{CACHE_PREFIX}/{track_key(video_sha256, detector, choice, picture)}.npz"
+    content = track_key(video_sha256, detector, choice, picture)
+    key = f"{CACHE_PREFIX}/{content}.npz"
     workdir.mkdir(parents=True, exist_ok=True)
     hit = store.exists(key)
     if hit:  # read where it lies (a local store) or as fetched into the workdir (a remote one)
@@ -83,7 +85,7 @@ def track_faces(video_uri: str, video_sha256: str, picture: dict, choice: str, s
     summary = track.summary()
     summary["frames_detected_this_job"] = 0 if hit else track.frames_detected
     return TrackedFaces(path=str(path), cache_uri=store.uri(key), cache_hit=hit, summary=summary,
-                        seconds=round(time.perf_counter() - started, 3))
+                        seconds=round(time.perf_counter() - started, 3), key=content)
 
 
 def segment_tracks(segments: list[Segment], frame_maps: list[list[int]], track_path: str,

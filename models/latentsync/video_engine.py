@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from lipline.errors import EngineError, MediaToolError
-from lipline.frames import FrameReader
+from lipline.frames import FrameReader, LosslessWriter, video_facts
 from lipline.models.face.align import AffineSmoother, CropGeometry, align_face, face_region, paste_back
 from lipline.models.face.facetrack import REASONS as FACE_REASONS
 from lipline.records import EngineResult, FrameSpan, LipsyncOptions, Segment
@@ -43,7 +43,6 @@ from .engine import EngineParams, LatentSyncEngine
 from .windows import Window, blend_weights, plan_windows, runs_of, silence_alpha, window_groups
 
 WINDOW = 16
-SEGMENT_CODEC_OPTIONS = {"qp": "0", "preset": "ultrafast"}  # lossless: the job's one lossy encode is the final one
 
 
 @dataclass
@@ -95,33 +94,6 @@ def spans(reasons: list[str]) -> tuple[list[FrameSpan], list[FrameSpan]]:
             (generated if reasons[start] == "generated" else passed).append(span)
             start = i
     return generated, passed
-
-
-class _LosslessWriter:
-    """Writes yuv420p frames losslessly (H.264 qp 0) at an exact rate; pts = frame number."""
-
-    def __init__(self, path: Path, rate: Fraction, width: int, height: int) -> None:
-        self.container = av.open(os.fspath(path), "w", format="mp4")
-        self.stream = self.container.add_stream("libx264", rate=rate, options=dict(SEGMENT_CODEC_OPTIONS))
-        self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, "yuv420p"
-        self.tb = Fraction(1) / rate
-        self.stream.codec_context.time_base = self.tb
-        self.count = 0
-
-    def write(self, frame: av.VideoFrame) -> None:
-        if frame.format.name != "yuv420p":
-            frame = frame.reformat(format="yuv420p")
-        frame.pts = self.count
-        frame.time_base = self.tb
-        frame.pict_type = av.video.frame.PictureType.NONE
-        for packet in self.stream.encode(frame):
-            self.container.mux(packet)
-        self.count += 1
-
-    def close(self) -> None:
-        for packet in self.stream.encode(None):
-            self.container.mux(packet)
-        self.container.close()
 
 
 def paste_into_yuv(frame: av.VideoFrame, face: np.ndarray, matrix: np.ndarray, geometry: CropGeometry) -> av.VideoFrame:
@@ -187,6 +159,7 @@ class LatentSyncVideoEngine:
         self.device = device
         self.window_group = window_group
         self._engines: dict[tuple[str, str | None], LatentSyncEngine] = {}
+        self._identities: dict[tuple[str, str | None], dict] = {}
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ model
@@ -207,6 +180,19 @@ class LatentSyncVideoEngine:
         rw = resolve(options.model_version, options.weights_dir)
         return {"version": rw.version, "cache_dir": str(rw.cache_dir), "smoke_model": smoke_marker(rw.unet_path) is not None}
 
+    def identity(self, options: LipsyncOptions) -> dict:
+        """Engine, version, model release and the SHA-256 of every checkpoint and the mask (part of the segment
+        result key; hashed once per weights folder and process, without loading the model)."""
+        from .weights import resolve
+
+        key = (options.model_version, options.weights_dir)
+        with self._lock:
+            if key not in self._identities:
+                rw = resolve(options.model_version, options.weights_dir)
+                self._identities[key] = {"engine": self.name, "version": self.version, "model": rw.version,
+                                         "checkpoints": dict(rw.sha256), "mask": rw.mask_provenance()}
+            return self._identities[key]
+
     # ------------------------------------------------------------------ segment
     def run_segment(self, segment: Segment, video: Path, audio: Path, out: Path, options: LipsyncOptions, *,
                     track: Any = None, progress: Callable[[float], None] | None = None) -> EngineResult:
@@ -220,7 +206,7 @@ class LatentSyncVideoEngine:
         model = engine.load(None if options.precision == "auto" else options.precision)
         geometry = CropGeometry(model.resolution)
         first, last = segment.frame_range if segment.frame_range else (0, None)
-        file_frames, rate, width, height = _video_facts(video, count_frames=last is None)
+        file_frames, rate, width, height = video_facts(video, count_frames=last is None)
         n = (last if last is not None else file_frames) - first
         if track is None:
             track = _track_of(video, options.face, first, n)
@@ -237,7 +223,7 @@ class LatentSyncVideoEngine:
 
         out.parent.mkdir(parents=True, exist_ok=True)
         partial = out.with_name(out.name + ".part.mp4")
-        writer = _LosslessWriter(partial, rate, width, height)
+        writer = LosslessWriter(partial, rate, width, height)
         reader = FrameReader(video, rate, first + n)
         state = _Stream()
         generator = torch.Generator(device=engine.device).manual_seed(options.seed)
@@ -310,7 +296,7 @@ class LatentSyncVideoEngine:
         return result.init_noise
 
     @staticmethod
-    def _emit(i: int, plan: SegmentPlan, state: _Stream, geometry: CropGeometry, writer: _LosslessWriter,
+    def _emit(i: int, plan: SegmentPlan, state: _Stream, geometry: CropGeometry, writer: LosslessWriter,
               seams: "_SeamMeter") -> None:
         frame = state.frames.pop(i)
         face = state.faces.pop(i, None)
@@ -354,20 +340,6 @@ class _SeamMeter:
 
         return {"mouth_mad_at_window_boundaries": mean(self.boundary), "mouth_mad_within_windows": mean(self.within),
                 "boundary_pairs": len(self.boundary), "within_pairs": len(self.within)}
-
-
-def _video_facts(video: Path, count_frames: bool) -> tuple[int | None, Fraction, int, int]:
-    """(frames, exact rate, width, height) of the first video stream; frames are counted by demuxing, and only
-    when asked (a frame-range segment knows its frames: the whole normalized video is not read for each one)."""
-    try:
-        with av.open(os.fspath(video)) as container:
-            stream = container.streams.video[0]
-            rate = Fraction(stream.average_rate or stream.guessed_rate).limit_denominator(1001)
-            width, height = stream.codec_context.width, stream.codec_context.height
-            frames = sum(1 for p in container.demux(stream) if p.size and p.pts is not None) if count_frames else None
-    except (av.error.FFmpegError, IndexError) as exc:
-        raise MediaToolError(f"{video}: not a readable video ({exc})") from exc
-    return frames, rate, width, height
 
 
 def _chunk_rate(rate: Fraction) -> float | Fraction:

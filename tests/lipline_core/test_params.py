@@ -18,7 +18,7 @@ def test_defaults_pick_the_engine_automatically():
 
 
 @pytest.mark.parametrize("field, value, words", [
-    ("engine", "wav2lip", "unknown engine 'wav2lip'; choose one of: auto, latentsync, passthrough"),
+    ("engine", "wav2lip", "unknown engine 'wav2lip'; choose one of: auto, bench-fixed-cost, latentsync, passthrough"),
     ("engine", "latentsync-faces", "unknown engine"),  # a face engine cannot run on video
     ("contract_overrides", {"audio.loudnes.min_lufs": -35}, "unknown contract override key(s) audio.loudnes.min_lufs"),
 ])
