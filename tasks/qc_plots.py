@@ -175,6 +175,8 @@ def loudness_plot(dub: Path, delivered: Path, out: Path, *, target_lufs: float |
         ax.plot(t - shift, shown, label=label, color=colour, linewidth=1.0)
         loud = lufs[lufs > floor_lufs]
         medians[label] = float(np.median(loud)) if loud.size else None
+    if delivered_offset_s > 0:
+        ax.axvspan(-delivered_offset_s, 0.0, color="0.85", zorder=0, label="intro (delivered only)")
     if target_lufs is not None:
         ax.axhline(target_lufs, color="tab:red", linestyle="--", linewidth=1.0, label=f"target {target_lufs:g} LUFS")
     ax.set_xlabel("time in the main part (s)")
