@@ -173,6 +173,8 @@ def _quality_summary(manifest: dict) -> str:
     threshold = ", ".join(f"{k} = {v}" for k, v in (quality.get("threshold") or {}).items())
     text = (f"<p>Lip-sync quality: metric {_e(quality.get('metric'))}; threshold {_e(threshold)}; retries allowed "
             f"{_e(quality.get('retries_allowed'))}; on fail: {_e(quality.get('on_fail'))}.</p>")
+    if quality.get("needs_review"):
+        text += f"<p>Segments needing review: {_e(', '.join(map(str, quality['needs_review'])))}.</p>"
     whole = quality.get("deliverable")
     if whole:
         text += (f"<p>Deliverable: <b>{_e(whole.get('verdict'))}</b>, offset {_e(whole.get('offset_frames'))} frames "

@@ -64,7 +64,7 @@ def manifest_for(quality: bool = True) -> dict:
     if quality:
         doc["quality"] = {
             "metric": "mouth-energy NCC (weight-free)", "threshold": {"max_offset_frames": 1},
-            "retries_allowed": 2, "on_fail": "flag",
+            "retries_allowed": 2, "on_fail": "flag", "needs_review": [1],
             "segments": [
                 {"segment_index": 0, "offset_frames": 0, "offset_ms": 0.0, "confidence": 7.123, "peak_corr": 0.8,
                  "verdict": "pass", "reason": "in sync", "retries": 0, "seeds": [1], "needs_review": False},
@@ -167,6 +167,7 @@ def test_report_renders_with_real_media(media, tmp_path):
     assert before.std() > 0 and after.std() > 0
     assert np.abs(before - after).mean() > 5
     assert "face track" in text and NO_FACE_CAPTION not in text
+    assert "Segments needing review: 1." in text and "Deliverable: <b>pass</b>, offset 1 frames (40.0 ms)" in text
 
 
 def test_contact_sheet_halves_equal_when_nothing_changed(media, tmp_path):
