@@ -269,7 +269,8 @@ def markdown_summary(manifest: dict, report_uri: str | None, price_per_gpu_hour:
     if report_uri:
         lines += [f"Full report (self-contained HTML): [{_md_cell(report_uri)}]({report_uri})", ""]
     lines += ["| Measure | Value |", "|---|---|"]
-    lines += [f"| {_md_cell(r['k'])} | {_md_cell(r['v'])} |" for r in _totals_rows(totals(manifest, price_per_gpu_hour))]
+    total_rows = _totals_rows(totals(manifest, price_per_gpu_hour))
+    lines += [f"| {_md_cell(r['k'])} | {_md_cell(r['v'])} |" for r in total_rows]
     lines += ["", "| " + " | ".join(title for _, title in SEGMENT_COLUMNS) + " |",
               "|" + "---|" * len(SEGMENT_COLUMNS)]
     lines += ["| " + " | ".join(_md_cell(row.get(key)) for key, _ in SEGMENT_COLUMNS) + " |"
