@@ -32,7 +32,8 @@ from lipline.provenance import lipline_version
 from lipline.settings import get_settings
 from lipline.store import Store
 from lipline.tasks import archive as archive_stage
-from lipline.tasks import faces, gpu_dispatch, merge, normalize, post, segment, segment_results, validate
+from lipline.tasks import (faces, gpu_dispatch, merge, normalize, post, qc_report, quality_gate, segment,
+                           segment_results, validate)
 from lipline.uris import local_path, sha256_file, to_path
 
 
@@ -155,6 +156,41 @@ def lipsync_stage(job: Job, segments: list[Segment]) -> list[EngineResult]:
     return gpu_dispatch.gpu_backend().run(handoff)
 
 
+def quality_stage(job: Job, segments: list[Segment], results: list[EngineResult]) -> tuple[list[EngineResult], dict]:
+    """The quality gate (`tasks/quality_gate.py`): re-runs go through the same GPU backend as the first run."""
+    p = job.params
+
+    def rerun(subset: list[Segment], options) -> list[EngineResult]:
+        return gpu_dispatch.gpu_backend().run(gpu_dispatch.HandOff(job.job_id, job.store, job.workdir, subset,
+                                                                   job.engine, options, recompute=p.recompute))
+
+    def measure(result: EngineResult, seg: Segment) -> quality_gate.SegmentVerdict:
+        return quality_gate.measure_segment(result, seg, p.lipsync.face, job.workdir / "quality")
+
+    results, block = quality_gate.gate(results, segments, p.lipsync, p.quality_gate, rerun, measure,
+                                       progress=lambda f: job.progress.update("quality", f))
+    if block.get("needs_review"):
+        job.notices.append(f"lip-sync needs review in segment(s) {', '.join(map(str, block['needs_review']))}: "
+                           f"still out of sync after {p.quality_gate.retries} retries (manifest: quality)")
+    return results, block
+
+
+def report_stage(job: Job, manifest: dict, local: dict, final, tracked: faces.TrackedFaces | None,
+                 validation_doc: Path) -> "qc_report.ReportFiles | None":
+    """The QC report beside the deliverable (`tasks/qc_report.py`). A report that cannot be made costs the job
+    nothing but a notice (and the traceback in the flow run's log)."""
+    try:
+        return qc_report.build_report(manifest, original_video=Path(local["video"]), deliverable=Path(final.video_path),
+                                      dub_audio=Path(local["audio"]), delivered_audio=None,
+                                      face_track=Path(tracked.path) if tracked else None,
+                                      out_dir=job.workdir / "report",
+                                      validation=json.loads(validation_doc.read_text()))
+    except Exception as exc:  # noqa: BLE001 - the deliverable is complete; the report is its companion
+        get_run_logger().warning("QC report not made", exc_info=True)
+        job.notices.append(f"QC report not made: {type(exc).__name__}: {exc}")
+        return None
+
+
 def content_keys(segments: list[Segment], plan, video, video_sha256: str,
                  tracked: faces.TrackedFaces | None) -> list[Segment]:
     """Each segment with its content key (what its frames and audio depend on; keys its engine result)."""
@@ -239,11 +275,15 @@ def run_stages(job: Job) -> LocalizeResult:
     with job.stage_of("lipsync"):
         results = lipsync_stage(job, segments)
 
-    # 6. Join the segments' frames frame-accurately (no re-encode).
+    # 6. Quality gate: each generated segment's AV offset measured; failures re-run with the next seed, then flagged.
+    with job.stage_of("quality"):
+        results, quality = quality_stage(job, segments, results)
+
+    # 7. Join the segments' frames frame-accurately (no re-encode).
     with job.stage_of("merge"):
         main_video = merge.merge_results_task(results, job.workdir / "main.mp4")
 
-    # 7. One final encode: subtitles, intro/outro, delivery audio.
+    # 8. One final encode: subtitles, intro/outro, delivery audio.
     with job.stage_of("post"):
         final = post.post(main_video, audio.delivery_uri, job.workdir / "final",
                           PostParams(burn_subtitles=p.burn_subtitles, soft_subtitles=p.soft_subtitles,
@@ -251,13 +291,14 @@ def run_stages(job: Job) -> LocalizeResult:
                           subtitles_uri=local["subtitles"], intro_uri=local["intro"], outro_uri=local["outro"],
                           progress=lambda f: job.progress.update("post", f), main_frame_limit=plan.total_frames)
 
-    # 8. Archive: deliverable + sidecars + validation, manifest.json last.
+    # 9. Archive: deliverable + sidecars + validation, manifest.json last.
     with job.stage_of("archive"):
         manifest = {
             "job_id": job.job_id,
             "lipline": lipline_version(),
             "params": p.model_dump(mode="json"),
             "engine": engine_manifest(job, results, tracked),
+            "quality": quality,
             "inputs": input_provenance(inputs, probes, job.workdir / "validate"),
             "loudness": {"before": audio.before.model_dump(), "after": audio.after.model_dump(),
                          "target_lufs": p.loudness_lufs, "method": audio.method},
@@ -265,11 +306,17 @@ def run_stages(job: Job) -> LocalizeResult:
             "length_mode": plan.length_mode, "audio_pad_s": plan.audio_pad_s,
             "segments": [s.model_dump(mode="json", exclude={"video_uri", "audio_uri", "face_track_uri"})
                          for s in segments],  # their files lived in the job's temp dir
+            "post": {"main_offset_s": final.intro_offset_s, "duration_s": final.duration_s, "fps": final.rate},
             "timings_s": job.timings,
         }
         files = {"final.mp4": Path(final.video_path), "validation.json": validation_doc}
         files.update({Path(side).name: Path(side) for side in (final.srt_path, final.vtt_path) if side})
+        report = report_stage(job, manifest, local, final, tracked, validation_doc)
+        if report is not None:
+            files["report.html"] = report.html
         stored = archive_stage.archive(job.store, job.job_id, files, manifest)
+        if report is not None:
+            qc_report.publish_artifacts(report, manifest, stored["report.html"].uri)
         try:
             job.store.delete_prefix(f"{job.job_id}/work")  # segments handed to the GPU pool, if any
         except StoreError as exc:  # the deliverable is complete; the leftover is reported, not hidden

@@ -105,13 +105,17 @@ def run(
     replace: bool = typer.Option(False, "--replace", help="Replace an already completed job with the same --job-id"),
     recompute: bool = typer.Option(False, "--recompute", help="Recompute every segment instead of reusing finished "
                                                               "results from the store's cache"),
+    qc: bool = typer.Option(True, "--qc/--no-qc", help="Quality gate: measure each generated segment's AV offset"),
+    qc_retries: int = typer.Option(2, help="Re-runs of a segment that fails the quality gate, each with the next seed"),
+    qc_on_fail: str = typer.Option("flag", help="After the retries: flag (deliver, segment marked 'needs review') "
+                                                "or fail (the job fails)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar"),
 ) -> None:
     """Run the `localize` flow in-process (Prefect's embedded API) and print the deliverable's URI."""
     from pydantic import ValidationError
 
     from lipline.params import LocalizeParams, parse_length_mode
-    from lipline.records import LipsyncOptions
+    from lipline.records import LipsyncOptions, QualityGateParams
 
     try:
         params = LocalizeParams(
@@ -119,6 +123,7 @@ def run(
             intro_uri=_absolute(intro), outro_uri=_absolute(outro), engine=engine, job_id=job_id, replace=replace,
             recompute=recompute, store=store, loudness_lufs=loudness, max_segment_s=max_segment_s,
             x264_preset=preset, crf=crf,
+            quality_gate=QualityGateParams(enabled=qc, retries=qc_retries, on_fail=qc_on_fail),
             contract_overrides=_parse_overrides(override), **parse_length_mode(length_mode),
             lipsync=LipsyncOptions(model_version=model_version, weights_dir=weights, steps=steps, guidance=guidance,
                                    seed=seed, face=face, precision=precision,

@@ -8,7 +8,7 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from lipline.records import LipsyncOptions
+from lipline.records import LipsyncOptions, QualityGateParams
 
 AudioLonger = Literal["pingpong", "loop", "freeze", "fail"]
 VideoLonger = Literal["trim", "pad-silence"]
@@ -51,6 +51,8 @@ class LocalizeParams(BaseModel):
     lipsync: LipsyncOptions = Field(default_factory=LipsyncOptions,
                                     description="LatentSync settings: version, weights, steps, guidance, seed, "
                                                 "precision, which face, silences, window overlap")
+    quality_gate: QualityGateParams = Field(default_factory=QualityGateParams,
+                                            description="Lip-sync quality gate: measure, retry with new seeds, flag")
     loudness_lufs: float = Field(-16.0, ge=-40.0, le=-5.0, description="Delivery loudness target (EBU R128 integrated, LUFS)")
     true_peak_db: float = Field(-1.0, ge=-9.0, le=0.0, description="True-peak ceiling in dBTP")
     audio_longer: AudioLonger = Field("pingpong", description="When the dub is longer than the video: how to extend the picture")

@@ -58,8 +58,8 @@ class ProgressArtifact:
 class JobProgress:
     """Maps stage-local progress onto the whole job and publishes it (artifact + local listeners)."""
 
-    STAGES = {"validate": 0.05, "normalize": 0.12, "faces": 0.05, "segment": 0.08, "lipsync": 0.40, "merge": 0.03,
-              "post": 0.22, "archive": 0.05}
+    STAGES = {"validate": 0.05, "normalize": 0.12, "faces": 0.05, "segment": 0.08, "lipsync": 0.35, "quality": 0.05,
+              "merge": 0.03, "post": 0.22, "archive": 0.05}
 
     def __init__(self, job_id: str) -> None:
         self.job_id = job_id

@@ -204,6 +204,15 @@ class LipsyncOptions(Record):
             raise ValueError(str(exc)) from None
 
 
+class QualityGateParams(Record):
+    """How the job judges lip-sync (the form's "quality gate" group)."""
+
+    enabled: bool = Field(True, description="Measure every generated segment's AV offset after the engine")
+    retries: int = Field(2, ge=0, le=5, description="Re-runs of a failing segment, each with the next seed")
+    on_fail: Literal["flag", "fail"] = Field("flag", description="After the retries: flag the segment 'needs review' "
+                                                                 "and deliver (flag), or fail the job (fail)")
+
+
 class PostParams(Record):
     """Settings of the one final encode (stage 6): subtitles, bumpers and the delivery codec parameters."""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,7 +61,7 @@ class Store:
 
     def check_writable(self, key_prefix: str) -> None:
         """Fail fast (before any work) when the store refuses writes under `key_prefix`."""
-        probe = f"{key_prefix}/.write-probe"
+        probe = f"{key_prefix}/.write-probe-{uuid.uuid4().hex[:12]}"  # own key: concurrent probes never collide
         try:
             self.backend.write_bytes(b"ok", probe)
             self.fs.rm(self._path(probe))

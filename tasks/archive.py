@@ -28,7 +28,7 @@ from lipline.errors import LiplineError, StoreError, ValidationFailed, one_line
 from lipline.store import Store, StoredFile
 
 DELIVERABLE = "final.mp4"
-OUTPUTS = ("manifest.json", DELIVERABLE, "final.srt", "final.vtt")  # what a completed job holds; marker first
+OUTPUTS = ("manifest.json", DELIVERABLE, "final.srt", "final.vtt", "report.html")  # what a completed job holds; marker first
 log = logging.getLogger("lipline.archive")
 
 RETRY_BUDGET_S = 120.0  # how long the archive waits for a store that fails (no operation going through)

@@ -111,6 +111,7 @@ class TaskWorkers:
 
     poll_s = 0.5
     check_s = 2.0  # how often workers' liveness is checked
+    unrecorded_limit_s = 120.0  # a submitted run the API still does not know after this is an error
     lost_grace_s = 10.0  # a worker missing from the API this long is dead (a websocket reconnect is shorter)
 
     def __init__(self, large_pool: bool) -> None:
@@ -147,7 +148,10 @@ class TaskWorkers:
         total = sum(s.frame_count for s in shared) or 1
         while pending:
             for index, sub in list(pending.items()):
-                state = client.read_task_run(sub.task_run_id).state
+                state = self._state(client, sub)
+                if state is None and time.time() - sub.submitted_at > self.unrecorded_limit_s:
+                    raise EngineError(f"segment {index}: the Prefect API at {client.api_url} has no record of its "
+                                      f"task run {sub.task_run_id} {self.unrecorded_limit_s:.0f} s after submission")
                 if state is None or not state.is_final():
                     continue
                 if state.is_completed():
@@ -159,6 +163,17 @@ class TaskWorkers:
             if pending:
                 self._recover(client, job, pending)
                 time.sleep(self.poll_s)
+
+    @staticmethod
+    def _state(client, sub: _Submitted):
+        """The task run's state; None while the API has not recorded the run yet (`delay` creates it through
+        Prefect's event stream, a moment after it returns)."""
+        from prefect.exceptions import ObjectNotFound
+
+        try:
+            return client.read_task_run(sub.task_run_id).state
+        except ObjectNotFound:
+            return None
 
     @staticmethod
     def _collected(job: HandOff, sub: _Submitted) -> EngineResult:
@@ -240,7 +255,8 @@ class TaskWorkers:
 
         for sub in subs:
             try:
-                if not client.read_task_run(sub.task_run_id).state.is_final():
+                state = TaskWorkers._state(client, sub)
+                if state is not None and not state.is_final():
                     client.set_task_run_state(sub.task_run_id, Cancelled(message="Lipline: the job failed"),
                                               force=True)
             except Exception:  # noqa: BLE001 - best effort: the job's own error is what the caller raises

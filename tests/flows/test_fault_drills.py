@@ -280,7 +280,7 @@ def test_drill_s3_server_stopped_for_30_s_during_the_archive(clip, tmp_path):
         fs = s3_client(server)
         manifest = assert_complete(lambda name: fs.cat(f"{prefix}/{name}"),
                                    [p.rsplit("/", 1)[1] for p in fs.ls(prefix)],
-                                   ["final.mp4", "manifest.json", "validation.json"])
+                                   ["final.mp4", "manifest.json", "report.html", "validation.json"])
     finally:
         done.set()
         watcher.join(timeout=10)
@@ -313,7 +313,7 @@ def test_drill_sigkill_mid_job_then_rerun_with_the_same_job_id(clip, tmp_path):
     rc, out = finish(start_run(clip, store, "killed", log, env), log)
     assert rc == 0, out[-4000:]
     assert_complete(lambda name: (job / name).read_bytes(), [p.name for p in job.iterdir()],
-                    ["final.mp4", "manifest.json", "validation.json"])
+                    ["final.mp4", "manifest.json", "report.html", "validation.json"])
     assert list(work.iterdir()) == [], "the killed run's work dir must go with the re-run"
     assert list((store / ".lipline-locks").iterdir()) == []
 
@@ -356,7 +356,8 @@ def test_drill_two_runs_with_the_same_job_id_at_once(clip, tmp_path, kind, reque
     assert sorted(rc for rc, _ in results) == [0, 1], [out[-3000:] for _, out in results]
     line = one_error_line(next(out for rc, out in results if rc == 1))
     assert "job same is already running" in line and ".lipline-locks/same.json" in line, line
-    assert_complete(store.read, store.names("same"), ["final.mp4", "manifest.json", "validation.json"])
+    assert_complete(store.read, store.names("same"),
+                    ["final.mp4", "manifest.json", "report.html", "validation.json"])
     assert store.names(".lipline-locks") == []
 
 

@@ -72,6 +72,8 @@ def test_latentsync_job_is_labelled_and_keeps_rate_and_frame_count(jobs):
     assert segment["settings"]["steps"] == 2 and segment["settings"]["checkpoints"]["unet"]
     assert engine["faces"]["valid"] == engine["faces"]["frames"] == 40
     assert engine["faces"]["cache_hit"] is False and engine["faces"]["frames_detected_this_job"] > 0
+    gate = manifest["quality"]["segments"][0]  # measured; 40 frames are too few for a verdict (50 needed)
+    assert gate["verdict"] == "unmeasured" and "too few frames" in gate["reason"] and gate["retries"] == 0
     ls, rate = frames(job / "final.mp4")
     pt, pt_rate = frames(jobs["passthrough"][0] / "final.mp4")
     assert rate == pt_rate == 25 and ls.shape == pt.shape and ls.shape[0] == 40
@@ -107,6 +109,7 @@ def test_auto_without_weights_is_a_labelled_dry_run(jobs):
     engine = manifest["engine"]
     assert (engine["requested"], engine["name"], engine["dry_run"]) == ("auto", "passthrough", True)
     assert engine["notices"] and "faces" not in engine  # a dry run tracks no faces
+    assert {q["verdict"] for q in manifest["quality"]["segments"]} == {"skipped"}  # nothing generated to measure
 
 
 def test_latentsync_without_weights_fails_before_any_work(clip, tmp_path):

@@ -53,7 +53,7 @@ def test_run_to_local_store(media, tmp_path):
     assert "dry run" in proc.stderr and "Traceback" not in proc.stderr
     job = store / "local-1"
     assert sorted(p.name for p in job.iterdir()) == ["final.mp4", "final.srt", "final.vtt", "manifest.json",
-                                                     "validation.json"]
+                                                     "report.html", "validation.json"]
     manifest = json.loads((job / "manifest.json").read_text())
     for name, out in manifest["outputs"].items():
         assert hashlib.sha256((job / name).read_bytes()).hexdigest() == out["sha256"], name
@@ -71,7 +71,7 @@ def test_run_to_s3_store(media, s3_env, tmp_path):
                            client_kwargs={"endpoint_url": s3_env.endpoint}, skip_instance_cache=True)
     prefix = f"{s3_env.bucket}/deliveries/s3-1"
     names = sorted(p.rsplit("/", 1)[1] for p in fs.ls(prefix))
-    assert names == ["final.mp4", "final.srt", "final.vtt", "manifest.json", "validation.json"]
+    assert names == ["final.mp4", "final.srt", "final.vtt", "manifest.json", "report.html", "validation.json"]
     manifest = json.loads(fs.cat(f"{prefix}/manifest.json"))
     for name, out in manifest["outputs"].items():
         assert hashlib.sha256(fs.cat(f"{prefix}/{name}")).hexdigest() == out["sha256"], name
