@@ -188,6 +188,14 @@ STYLE = ("body{font-family:sans-serif;margin:1.5em;color:#222}table{border-colla
          "img{max-width:100%;border:1px solid #ccc}.caption{color:#555;font-size:13px}")
 
 
+def _version_text(version) -> str:
+    """``0.1.0 (commit cbf41d81bd25)`` from the manifest's ``lipline`` record (a plain value is shown as is)."""
+    if isinstance(version, dict):
+        commit = version.get("git_commit")
+        return f"{version.get('version')}" + (f" (commit {str(commit)[:12]})" if commit else "")
+    return str(version)
+
+
 def render_html(manifest: dict, *, sheet: Path | None, sheet_caption: str, loudness: Path, loudness_text: str,
                 price_per_gpu_hour: float, validation: list[dict] | None, deliverable_name: str) -> str:
     t = totals(manifest, price_per_gpu_hour)
@@ -201,7 +209,7 @@ def render_html(manifest: dict, *, sheet: Path | None, sheet_caption: str, loudn
             f"<title>QC report {_e(manifest.get('job_id'))}</title><style>{STYLE}</style></head><body>"
             f"<h1>QC report — job {_e(manifest.get('job_id'))}</h1>"
             f"<p>Deliverable: {_e(deliverable_name)}; engine {_e((manifest.get('engine') or {}).get('name'))}; "
-            f"Lipline {_e(manifest.get('lipline'))}.</p>"
+            f"Lipline {_e(_version_text(manifest.get('lipline')))}.</p>"
             f"<h2>Totals</h2>{_table(_totals_rows(t), (('k', 'Measure'), ('v', 'Value')))}"
             f"<h2>Segments</h2>{_quality_summary(manifest)}{_table(segment_rows(manifest), SEGMENT_COLUMNS)}"
             f"<h2>Mouth region, before / after</h2>{sheet_html}"
