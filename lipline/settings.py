@@ -60,6 +60,8 @@ class Settings(BaseSettings):
                             "LIPLINE_GPU_DEPLOYMENT); auto = deployment when that is set, else in-process")
     gpu_large: bool = Field(False, description="Large-GPU workers (`lipline gpu-worker --large`) exist: a segment "
                                                "whose out-of-memory ladder ran out is sent to them")
+    gpu_wait_s: float = Field(600.0, gt=0, description="task-workers: a job whose segments no `lipline gpu-worker` "
+                                                       "has served for this many seconds fails")
     bench_seconds_per_frame: float = Field(0.02, ge=0, description="Cost per frame of the bench-only "
                                                                    "`bench-fixed-cost` engine (orchestration benches)")
     bench_oom_above_frames: int | None = Field(None, ge=0, description="Bench/test only: the `bench-fixed-cost` "

@@ -98,6 +98,10 @@ class Deployment:
         return read_results(f"{out_prefix}/{RESULTS_NAME}", job.workdir)
 
 
+class NoGPUWorker(EngineError):
+    """No task worker served the job's lip-sync task for ``LIPLINE_GPU_WAIT_S`` seconds."""
+
+
 @dataclass
 class _Submitted:
     segment: Segment
@@ -113,9 +117,12 @@ class TaskWorkers:
     check_s = 2.0  # how often workers' liveness is checked
     unrecorded_limit_s = 120.0  # a submitted run the API still does not know after this is an error
     lost_grace_s = 10.0  # a worker missing from the API this long is dead (a websocket reconnect is shorter)
+    wait_log_s = 30.0  # while no worker serves the job's task: a "waiting" line this often (at most)
 
-    def __init__(self, large_pool: bool) -> None:
+    def __init__(self, large_pool: bool, wait_s: float = 600.0) -> None:
         self.large_pool = large_pool
+        self.wait_s = wait_s  # no worker serving the job's task this long: the job fails (LIPLINE_GPU_WAIT_S)
+        self._served_at = self._logged_at = time.monotonic()
         self._seen: set[str] = set()     # worker ids seen in the API during this job
         self._gone: dict[str, float] = {}  # worker id -> when it was first missed
         self._handled: set[str] = set()  # deaths already recovered from
@@ -128,7 +135,8 @@ class TaskWorkers:
         shared = job.share()
         results: dict[int, EngineResult] = {}
         with get_client(sync_client=True) as client:
-            self._seen = self._active_workers(client)
+            self._seen = set(self._active_workers(client))
+            self._served_at = self._logged_at = time.monotonic()
             if not self._seen:
                 get_run_logger().warning("no GPU worker is connected to %s: the segments wait until one starts "
                                          "(`lipline gpu-worker`)", client.api_url)
@@ -146,6 +154,7 @@ class TaskWorkers:
                  results: dict[int, EngineResult]) -> None:
         """Wait for every submitted segment, resubmitting those whose worker died or that need a large GPU."""
         total = sum(s.frame_count for s in shared) or 1
+        self._served_at = self._logged_at = time.monotonic()  # the wait counts from when all are queued
         while pending:
             for index, sub in list(pending.items()):
                 state = self._state(client, sub)
@@ -214,8 +223,36 @@ class TaskWorkers:
                                         f"[{', '.join(rungs)}]: {error['message']}; {advice}", rungs)
         raise EngineError(f"{where} failed: {error.get('type')}: {error.get('message')}")
 
-    def _active_workers(self, client) -> set[str]:
-        return {w["identifier"] for w in client.request("POST", "/task_workers/filter", json={}).json()}
+    @staticmethod
+    def _active_workers(client) -> dict[str, set[str]]:
+        """The task workers connected to the API now: {worker id: the task keys it serves}."""
+        return {w["identifier"]: set(w.get("task_keys") or ())
+                for w in client.request("POST", "/task_workers/filter", json={}).json()}
+
+    def _watch_waiting(self, active: dict[str, set[str]], pending: dict[int, _Submitted], now: float) -> None:
+        """Fail the job once no connected worker has served a task it waits for during `wait_s`; meanwhile log a
+        line every `wait_log_s` (at most half the wait) so the run says why it does not move."""
+        from prefect import get_run_logger
+
+        from lipline.tasks import gpu_tasks
+
+        tasks = {gpu_tasks.lipsync_on_large_gpu if sub.large else gpu_tasks.lipsync_on_gpu for sub in pending.values()}
+        served = set().union(*active.values()) if active else set()
+        if any(t.task_key in served for t in tasks):
+            self._served_at = self._logged_at = now
+            return
+        names = " or ".join(sorted(t.name for t in tasks))
+        idle = now - self._served_at
+        if idle > self.wait_s:
+            large = " --large" if all(sub.large for sub in pending.values()) else ""
+            raise NoGPUWorker(f"no GPU worker has served {names} for {self.wait_s:.0f} s ({len(pending)} segment(s) "
+                              f"still queued); start one with `lipline gpu-worker{large}` (PREFECT_API_URL="
+                              f"{client_url()}, same store), or raise LIPLINE_GPU_WAIT_S")
+        if now - self._logged_at >= min(self.wait_log_s, self.wait_s / 2):
+            self._logged_at = now
+            get_run_logger().warning("waiting for a GPU worker: %d segments queued, none served for %.0f s "
+                                     "(the job fails after %.0f s: LIPLINE_GPU_WAIT_S)", len(pending), idle,
+                                     self.wait_s)
 
     def _recover(self, client, job: HandOff, pending: dict[int, _Submitted]) -> None:
         """Every `check_s`: a worker that started one of our segments, or that was serving when the job looked,
@@ -234,7 +271,9 @@ class TaskWorkers:
                 started[index] = job.store.read_json(gpu_tasks.marker(job.job_id, index, "started"))
             except (StoreError, OSError, ValueError):
                 started[index] = None
-        active = self._active_workers(client)
+        serving = self._active_workers(client)
+        self._watch_waiting(serving, pending, now)
+        active = set(serving)
         for gone in (self._seen | {m["worker"] for m in started.values() if m}) - active:
             self._gone.setdefault(gone, now)
         for back in active:
@@ -276,6 +315,13 @@ class TaskWorkers:
                                   force=True)
 
 
+def client_url() -> str:
+    """The Prefect API this process uses (for messages)."""
+    from prefect.settings import get_current_settings
+
+    return str(get_current_settings().api.url)
+
+
 def gpu_backend() -> InProcess | Deployment | TaskWorkers:
     """The backend the settings ask for (``LIPLINE_GPU_BACKEND``; ``auto``: deployment when
     ``LIPLINE_GPU_DEPLOYMENT`` is set, else in-process)."""
@@ -286,6 +332,6 @@ def gpu_backend() -> InProcess | Deployment | TaskWorkers:
     factories: dict[str, Callable[[], InProcess | Deployment | TaskWorkers]] = {
         "in-process": InProcess,
         "deployment": lambda: Deployment(settings.gpu_deployment),
-        "task-workers": lambda: TaskWorkers(settings.gpu_large),
+        "task-workers": lambda: TaskWorkers(settings.gpu_large, settings.gpu_wait_s),
     }
     return factories[name]()

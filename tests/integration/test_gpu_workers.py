@@ -87,6 +87,29 @@ def stack(tmp_path_factory):
         server.stop()
 
 
+def test_a_job_no_gpu_worker_serves_fails_after_the_wait_with_one_line_and_nothing_written(stack, media, tmp_path):
+    stack.stop_workers()  # first in the module: no worker has connected yet, but be sure
+    store = tmp_path / "store"
+    t0 = time.monotonic()
+    done = stack.run(media, store, "nowait", env={"LIPLINE_GPU_WAIT_S": "4"})
+    print(f"no-worker job failed after {time.monotonic() - t0:.0f} s")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, done.stderr
+    assert "no GPU worker has served lipsync-on-gpu for 4 s" in errors[0] and "`lipline gpu-worker`" in errors[0]
+    status = json.loads((store / "nowait" / "status.json").read_text())
+    assert status["status"] == "failed" and status["error_type"] == "NoGPUWorker", status
+    assert "no GPU worker has served lipsync-on-gpu" in " ".join(status["reasons"])
+    assert sorted(p.name for p in (store / "nowait").iterdir()) == ["status.json", "validation.json"]  # no work/
+    logs = httpx.post(f"{stack.api}/logs/filter", json={"sort": "TIMESTAMP_ASC"}, timeout=30).json()
+    waiting = [log["message"] for log in logs if log["message"].startswith("waiting for a GPU worker: ")]
+    assert waiting and "segments queued" in waiting[0], [log["message"] for log in logs][-20:]
+    runs = httpx.post(f"{stack.api}/task_runs/filter", json={"task_runs": {"name": {"like_": "lipsync-on-gpu%"}}},
+                      timeout=30).json()
+    assert runs and all(r["state_type"] == "CANCELLED" for r in runs), [r["state_type"] for r in runs]
+
+
 def test_exhausted_memory_ladder_goes_to_the_large_worker(stack, media, tmp_path):
     stack.start_worker("small", extra={"LIPLINE_BENCH_OOM_ABOVE_FRAMES": "40"})
     stack.start_worker("large", large=True)
