@@ -46,6 +46,7 @@ import torch
 from lipline.errors import EngineError, InsufficientGPUMemory
 
 from .model import LatentSyncModel
+from .scheduler import SCHEDULERS
 
 RUNGS = ("window_batch", "vae_slicing", "fp16", "deepcache_off")
 FAULT_CHOICES = RUNGS + ("all",)
@@ -64,7 +65,9 @@ class EngineParams:
 
     ``window_batch`` None = automatic (1 on CPU; on CUDA from free memory, at most 4). ``dtype`` "auto" = fp16 on
     Ampere or newer CUDA GPUs, fp32 on older GPUs and CPU ("bf16" is allowed). ``channels_last`` None = on for
-    CUDA. ``compile`` wraps the UNet with ``torch.compile`` (first call slower).
+    CUDA. ``compile`` wraps the UNet with ``torch.compile`` (first call slower). ``scheduler`` "ddim" (official)
+    or "dpmpp" (DPM-Solver++, optional faster sampler: use it with ``steps=10``; off by default until its quality
+    difference against DDIM-20 is measured with the official weights, see ``bench/engine_throughput.py``).
     """
 
     steps: int = 20
@@ -77,6 +80,7 @@ class EngineParams:
     channels_last: bool | None = None
     vae_slicing: bool = False
     window: int = 16
+    scheduler: str = "ddim"
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -87,6 +91,8 @@ class EngineParams:
             raise EngineError(f"window_batch must be >= 1 or None (auto), got {self.window_batch}")
         if self.dtype not in ("auto", *DTYPES):
             raise EngineError(f"dtype must be one of auto, {', '.join(DTYPES)}; got {self.dtype!r}")
+        if self.scheduler not in SCHEDULERS:
+            raise EngineError(f"scheduler must be one of {', '.join(SCHEDULERS)}; got {self.scheduler!r}")
         if self.window < 1:
             raise EngineError(f"window must be >= 1, got {self.window}")
 
@@ -317,7 +323,7 @@ class LatentSyncEngine:
                 try:
                     self._set_dtype(settings["dtype"])
                     self._inject(reached, stage)
-                    pipe = self._model.pipeline()  # type: ignore[union-attr]
+                    pipe = self._model.pipeline(params.scheduler)  # type: ignore[union-attr]
                     if rng_state is not None:
                         generator.set_state(rng_state)  # type: ignore[union-attr]
                     out = pipe.generate(
@@ -359,7 +365,7 @@ class LatentSyncEngine:
                 timings["peak_vram_bytes"] = int(torch.cuda.max_memory_allocated(device))
             settings_used = {
                 "version": model.version, "resolution": r, "device": str(device), "steps": params.steps,
-                "guidance": params.guidance, "seed": params.seed, "window": params.window, **settings,
+                "guidance": params.guidance, "seed": params.seed, "window": params.window, "scheduler": params.scheduler, **settings,
                 "weights_dtype": _DTYPE_NAMES.get(self._model.dtype, str(self._model.dtype)),  # type: ignore[union-attr]
                 "compile": self._compiled, "channels_last": self._channels_last,
             }

@@ -133,11 +133,13 @@ class LatentSyncModel:
 
         return feature_chunks(self.audio_encoder.features(waveform), fps=fps)
 
-    def pipeline(self) -> Any:
-        """A `LatentSyncPipeline` over this model's UNet, VAE and scheduler."""
+    def pipeline(self, scheduler: str = "ddim") -> Any:
+        """A `LatentSyncPipeline` over this model's UNet and VAE: its DDIM scheduler (``"ddim"``, official) or a
+        fresh DPM-Solver++ (``"dpmpp"``, optional faster sampler; see `scheduler.make_scheduler`)."""
         from .pipeline import LatentSyncPipeline
+        from .scheduler import make_scheduler
 
-        return LatentSyncPipeline(self.unet, self.vae, self.scheduler)
+        return LatentSyncPipeline(self.unet, self.vae, self.scheduler if scheduler == "ddim" else make_scheduler(scheduler))
 
 
 __all__ = ["LatentSyncModel"]

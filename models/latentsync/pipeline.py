@@ -116,11 +116,12 @@ def denoise_block(
     timesteps: Sequence | torch.Tensor | None = None,
     step_callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
-    """DDIM loop (eta 0) for ``B`` windows of the same length, batched (SPEC 7, 8).
+    """DDIM loop (eta 0; or DPM-Solver++) for ``B`` windows of the same length, batched (SPEC 7, 8).
 
     Args:
         unet: `UNet3DConditionModel` (or anything with its call signature).
-        scheduler: `DDIMScheduler` with ``set_timesteps`` already called.
+        scheduler: `DDIMScheduler` (or `DPMSolverMultistepScheduler`, reset here) with ``set_timesteps`` already
+            called; ``step`` receives python-int timesteps.
         latents: ``[B, 4, f, h, w]`` initial noisy latents.
         mask_latents: ``[B, 1, f, h, w]``.
         masked_image_latents: ``[B, 4, f, h, w]``.
@@ -129,13 +130,20 @@ def denoise_block(
         guidance_scale: CFG scale; ``> 1`` doubles the UNet batch as ``[zero audio (B), audio (B)]``.
         deepcache: a `DeepCacheState` (reset here) or None.
         timesteps: defaults to ``scheduler.timesteps``; step index = position in this list.
-        step_callback: ``fn(step_index, t, latents)`` after every DDIM step.
+        step_callback: ``fn(step_index, t, latents)`` after every step (``t`` a python int).
 
     Returns:
         ``[B, 4, f, h, w]`` latents after the last step.
     """
+    if hasattr(scheduler, "model_outputs"):  # multistep solver (DPM-Solver++): forget the previous block's history
+        scheduler.set_timesteps(scheduler.num_inference_steps)
     if timesteps is None:
         timesteps = scheduler.timesteps
+    # No host round-trip inside the loop: the scheduler gets python ints (its coefficient tables live on the CPU,
+    # DDIM's `prev_timestep >= 0` and DPM-Solver's index lookup stay host-side), the UNet gets a view of one device
+    # tensor built here once (a python int would be copied host -> device every step).
+    steps = [int(t) for t in timesteps]
+    t_device = torch.tensor(steps, dtype=torch.long, device=latents.device)  # [S]
     b, _, f, h, w = latents.shape
     do_cfg = guidance_scale > 1.0
     if audio is not None:
@@ -153,10 +161,10 @@ def denoise_block(
     if deepcache is not None:
         deepcache.reset()
 
-    for step_index, t in enumerate(timesteps):
+    for step_index, t in enumerate(steps):
         x = torch.cat([latents, latents]) if do_cfg else latents  # [B', 4, f, h, w]
         unet_input = torch.cat([x, cond], dim=1)  # [B', 13, f, h, w]
-        noise_pred = unet(unet_input, t, encoder_hidden_states=audio, deepcache=deepcache, step_index=step_index).sample
+        noise_pred = unet(unet_input, t_device[step_index], encoder_hidden_states=audio, deepcache=deepcache, step_index=step_index).sample
         if do_cfg:
             noise_uncond, noise_audio = noise_pred.chunk(2)
             noise_pred = noise_uncond + guidance_scale * (noise_audio - noise_uncond)
@@ -172,7 +180,8 @@ class LatentSyncPipeline:
     Args:
         unet: `lipline.models.latentsync.unet.UNet3DConditionModel`.
         vae: `diffusers.AutoencoderKL` (scaling 0.18215, shift 0 forced).
-        scheduler: `diffusers.DDIMScheduler` from `make_ddim_scheduler()`.
+        scheduler: `diffusers.DDIMScheduler` from `make_ddim_scheduler()` (official), or the DPM-Solver++ of
+            `make_dpmpp_scheduler()` (optional faster sampler, e.g. 10 steps).
     """
 
     def __init__(self, unet, vae, scheduler) -> None:
@@ -243,7 +252,7 @@ class LatentSyncPipeline:
             faces: uint8 ``[N, 3, R, R]`` aligned faces on CPU (already looped/trimmed to N = number of chunks).
             audio_chunks: ``[N, 50, D]`` per-frame whisper chunks (`feature_chunks`).
             mask: float64 ``[3, R, R]`` fixed mask, 1 = keep (`load_mask`).
-            num_inference_steps: DDIM steps (20).
+            num_inference_steps: sampler steps (20 for the official DDIM).
             guidance_scale: CFG scale; exactly 1.0 (or less) runs one conditional pass per step.
             deepcache: reuse deep UNet features every 3 steps (DeepCache, SPEC 8).
             seed: RNG seed (official default 1247); None draws a random seed (returned in the output).
@@ -274,7 +283,7 @@ class LatentSyncPipeline:
         latent_hw = (height // VAE_STRIDE, width // VAE_STRIDE)
 
         # 1. Timesteps
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        self.scheduler.set_timesteps(num_inference_steps)  # timesteps stay on the CPU (see denoise_block)
         timesteps = self.scheduler.timesteps
 
         # 2. Initial noise: one draw shared by every frame (SPEC 6.1)
