@@ -12,6 +12,8 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 .PHONY: install demo test test-fast bench clean
 
 $(STAMP): pyproject.toml requirements-lock.txt
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium chromium-driver)
+	command -v chromedriver >/dev/null || (apt-get update && apt-get install -y chromium-driver)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --no-compile -q torch==2.13.0
 	$(BIN)/pip install --no-compile -q -r requirements-lock.txt

@@ -188,6 +188,10 @@ from lipline.stack_cli import app as stack_app, deploy_command  # noqa: E402 - r
 app.add_typer(stack_app, name="stack")
 app.command(name="deploy")(deploy_command)
 
+from lipline.portal.cli import app as portal_app  # noqa: E402 - light: FastAPI is imported by `portal serve` only
+
+app.add_typer(portal_app, name="portal")
+
 
 @app.command(name="gpu-worker")
 def gpu_worker(large: bool = typer.Option(False, "--large", help="Serve the segments that ran out of memory on the "

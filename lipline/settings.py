@@ -54,6 +54,12 @@ class Settings(BaseSettings):
     checkout: Path | None = Field(None, description="Lipline source checkout holding deployments/prefect.yaml "
                                                     "(workers' pull step, `lipline stack`)")
     stack_dir: Path = Field(Path(".lipline-stack"), description="State folder of the local stack (`lipline stack`)")
+    preview_max_slowdown: float = Field(4.0, gt=0, description="`preview` flow: wall seconds of lip-sync allowed per "
+                                                               "second of video before it resubmits itself to the "
+                                                               "gpu pool")
+    preview_fallback_deployment: str = Field("preview/preview-gpu", description="`preview` flow: the deployment a "
+                                                                               "preview resubmits itself to (out of "
+                                                                               "GPU memory or too slow)")
     gpu_backend: Literal["auto", "in-process", "task-workers", "deployment"] = Field(
         "auto", description="How segments reach the engine: in-process; task-workers (one background task per "
                             "segment, served by warm `lipline gpu-worker` processes); deployment (one child run of "
@@ -67,6 +73,20 @@ class Settings(BaseSettings):
     bench_oom_above_frames: int | None = Field(None, ge=0, description="Bench/test only: the `bench-fixed-cost` "
                                                                        "engine acts out of GPU memory on segments "
                                                                        "longer than this (a small GPU)")
+    portal_users: Path = Field(Path("portal-users.txt"), description="`lipline portal`: users file, one "
+                                                                      "`name:scrypt$...` line each (`lipline portal "
+                                                                      "add-user NAME` writes it)")
+    portal_secret: SecretStr | None = Field(None, description="`lipline portal`: key that signs session cookies "
+                                                              "(default: random per start, sessions end on restart)")
+    portal_max_upload_mb: float = Field(20000.0, gt=0, description="`lipline portal`: largest video/audio upload "
+                                                                   "in MB (subtitles: at most 5 MB)")
+    portal_runner: Literal["auto", "in-process", "deployment"] = Field(
+        "auto", description="`lipline portal`: how jobs start: deployment (localize/localize through "
+                            "PREFECT_API_URL), in-process (a background thread); auto = deployment when "
+                            "PREFECT_API_URL is set")
+    portal_s3_public_url: str | None = Field(None, description="`lipline portal`: the S3 endpoint as browsers reach "
+                                                               "it, for presigned download links (default: the "
+                                                               "store's endpoint)")
 
     @field_validator("weights_dir", mode="after")
     @classmethod
