@@ -109,8 +109,16 @@ def localize(params: LocalizeParams) -> LocalizeResult:
     logger = get_run_logger()
     job = open_job(params)
     logger.info("job %s -> %s", job.job_id, job.store.uri(job.job_id))
-    try:
+    with job_lifetime(job):
         return run_stages(job)
+
+
+@contextmanager
+def job_lifetime(job: Job):
+    """A run's hold on its job (also `flows/preview.py`): on any error the job's outputs go and `status.json`
+    says why; the temp dir and the lock go in every case."""
+    try:
+        yield job
     except BaseException as exc:
         archive_stage.record_failure(job.store, job.job_id, exc, job.stage)
         raise

@@ -54,6 +54,12 @@ class Settings(BaseSettings):
     checkout: Path | None = Field(None, description="Lipline source checkout holding deployments/prefect.yaml "
                                                     "(workers' pull step, `lipline stack`)")
     stack_dir: Path = Field(Path(".lipline-stack"), description="State folder of the local stack (`lipline stack`)")
+    preview_max_slowdown: float = Field(4.0, gt=0, description="`preview` flow: wall seconds of lip-sync allowed per "
+                                                               "second of video before it resubmits itself to the "
+                                                               "gpu pool")
+    preview_fallback_deployment: str = Field("preview/preview-gpu", description="`preview` flow: the deployment a "
+                                                                               "preview resubmits itself to (out of "
+                                                                               "GPU memory or too slow)")
     gpu_backend: Literal["auto", "in-process", "task-workers", "deployment"] = Field(
         "auto", description="How segments reach the engine: in-process; task-workers (one background task per "
                             "segment, served by warm `lipline gpu-worker` processes); deployment (one child run of "
