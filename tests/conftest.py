@@ -15,8 +15,10 @@ import lipline  # noqa: E402,F401 - sets Prefect's startup timeout and analytics
 
 import tempfile  # noqa: E402
 
-# One private Prefect home per test session: its own SQLite API database, nothing shared with the user's.
-os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="lipline-test-prefect-"))
+# One private Prefect home per test session (per xdist worker under `pytest -n`): its own SQLite API database,
+# nothing shared with the user's or with another worker's.
+if os.environ.get("PYTEST_XDIST_WORKER") or "PREFECT_HOME" not in os.environ:
+    os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix=f"lipline-test-prefect-{os.environ.get('PYTEST_XDIST_WORKER', '')}")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 from tests import media_factory as mf  # noqa: E402

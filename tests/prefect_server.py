@@ -35,13 +35,13 @@ def stop_process(proc: subprocess.Popen, timeout: float) -> None:
         proc.wait(timeout=5)
 
 
-def wait_healthy(api: str, server: subprocess.Popen, log: Path, timeout: float = 120.0) -> None:
+def wait_healthy(api: str, server: subprocess.Popen, log: Path, timeout: float = 300.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.poll() is not None:
             raise RuntimeError(f"prefect server exited with {server.returncode}:\n{log.read_text()[-3000:]}")
         try:
-            if httpx.get(f"{api}/health", timeout=2).is_success:
+            if httpx.get(f"{api}/health", timeout=10).is_success:
                 return
         except httpx.HTTPError:
             pass
