@@ -10,7 +10,7 @@ import math
 import os
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Iterable, Iterator, Protocol
 
 import av
 
@@ -93,6 +93,61 @@ class FrameReader:
                 self._cursor = stop
 
 
+REVERSE_BUDGET_BYTES = 256 << 20  # raw frames held at once while reversing a run
+
+
+class Run(Protocol):
+    """A run of output frames showing source frames src_start, src_start+step, ... (`tasks.segment.FrameRun`)."""
+
+    src_start: int
+    step: int
+
+    @property
+    def length(self) -> int: ...
+
+
+def run_frames(reader: FrameReader, run: Run, chunk: int) -> Iterator:
+    """The frames of one run: forward, one frame held (step 0), or backwards in chunks of at most `chunk` frames."""
+    if run.step == 1:
+        yield from reader.frames(run.src_start, run.src_start + run.length)
+    elif run.step == 0:
+        frame = next(reader.frames(run.src_start, run.src_start + 1))
+        for _ in range(run.length):
+            yield frame
+    else:  # backwards, in bounded chunks
+        hi = run.src_start + 1
+        lo_end = run.src_start - run.length + 1
+        while hi > lo_end:
+            lo = max(lo_end, hi - chunk)
+            held = list(reader.frames(lo, hi))
+            yield from reversed(held)
+            del held
+            hi = lo
+
+
+def reverse_chunk(width: int, height: int) -> int:
+    """Frames of a reversed run decoded and held at once (bounded by `REVERSE_BUDGET_BYTES` of raw yuv420p)."""
+    return max(8, REVERSE_BUDGET_BYTES // max(1, width * height * 3 // 2))
+
+
+def pipe_frames_in_order(path: Path, rate: Fraction, n_source: int, runs: Iterable[Run], out: BinaryIO) -> int:
+    """Decode `path` once, in the order `runs` show its frames, and write them as raw yuv420p to `out` (the stdin
+    of the one final encode); returns the frames written. Memory: one reversed chunk (see `reverse_chunk`)."""
+    reader = FrameReader(path, rate, n_source)
+    try:
+        width, height = reader.stream.codec_context.width, reader.stream.codec_context.height
+        chunk = reverse_chunk(width, height)
+        n = 0
+        for run in runs:
+            for frame in run_frames(reader, run, chunk):
+                if frame.format.name != "yuv420p" or frame.width != width or frame.height != height:
+                    frame = frame.reformat(width=width, height=height, format="yuv420p")
+                out.write(frame.to_ndarray().data)
+                n += 1
+        return n
+    finally:
+        reader.close()
+
 
 SEGMENT_CODEC_OPTIONS = {"qp": "0", "preset": "ultrafast"}  # lossless: the job's one lossy encode is the final one
 
@@ -138,4 +193,5 @@ def video_facts(video: Path, count_frames: bool) -> tuple[int | None, Fraction, 
     return frames, rate, width, height
 
 
-__all__ = ["FrameReader", "LosslessWriter", "SEGMENT_CODEC_OPTIONS", "video_facts"]
+__all__ = ["FrameReader", "LosslessWriter", "REVERSE_BUDGET_BYTES", "SEGMENT_CODEC_OPTIONS", "pipe_frames_in_order",
+           "reverse_chunk", "run_frames", "video_facts"]

@@ -19,20 +19,24 @@ Memory stays bounded: frames only stream through ffmpeg.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import os
 import subprocess
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
 from fractions import Fraction
 from pathlib import Path
+from typing import BinaryIO
 
 import pysubs2
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from lipline.errors import InputError, MediaToolError
+from lipline.frames import Run, pipe_frames_in_order
 from lipline.media import FONT_FAMILY, ensure_font_dir, ffmpeg_exe, filter_path, filter_value
 from lipline.progress import ProgressArtifact
 from lipline.records import FinalOutputs, PostParams, rate_text
@@ -138,19 +142,41 @@ def build_filtergraph(*, rate: Fraction, width: int, height: int, main_frames: i
 
 # ------------------------------------------------------------------------------------------------------ ffmpeg
 
+def _feed_stdin(proc: subprocess.Popen, feed: Callable[[BinaryIO], object], failed: list[BaseException]) -> None:
+    """Write ffmpeg's stdin with `feed` and close it (a thread); an error is kept for the caller."""
+    assert proc.stdin is not None
+    try:
+        feed(proc.stdin)
+    except BrokenPipeError:  # ffmpeg stopped reading: its exit status and stderr say why
+        pass
+    except BaseException as exc:  # noqa: BLE001 - re-raised by the caller after ffmpeg is stopped
+        failed.append(exc)
+        proc.kill()
+    finally:
+        with contextlib.suppress(BrokenPipeError, OSError):
+            proc.stdin.close()
+
+
 def run_ffmpeg_with_progress(args: list[str | os.PathLike], *, what: str, expected_s: float,
-                             progress: ProgressFn | None = None, workdir: Path) -> None:
+                             progress: ProgressFn | None = None, workdir: Path,
+                             feed: Callable[[BinaryIO], object] | None = None) -> None:
     """Run ffmpeg (argument list), reading `-progress pipe:1` line by line while it runs.
 
     stderr goes to a file (a full stderr pipe that nobody reads would block ffmpeg). Reports fractions in [0, 1]
-    to `progress` and 1.0 at the end; raises `MediaToolError` with the stderr tail on failure.
+    to `progress` and 1.0 at the end; raises `MediaToolError` with the stderr tail on failure. `feed`, when given,
+    writes ffmpeg's stdin (``-i pipe:0``) from a thread while the progress is read.
     """
-    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-y", "-loglevel", "error", "-nostats",
+    cmd = [ffmpeg_exe(), "-hide_banner", *([] if feed else ["-nostdin"]), "-y", "-loglevel", "error", "-nostats",
            "-progress", "pipe:1", *[os.fspath(a) for a in args]]
     err_path = workdir / "ffmpeg-stderr.log"
     last = -1.0
     with open(err_path, "wb") as err:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE if feed else subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=err)
+        failed: list[BaseException] = []
+        feeder = threading.Thread(target=_feed_stdin, args=(proc, feed, failed), name="ffmpeg-stdin", daemon=True)
+        if feed is not None:
+            feeder.start()
         try:
             assert proc.stdout is not None
             for raw in proc.stdout:
@@ -168,6 +194,11 @@ def run_ffmpeg_with_progress(args: list[str | os.PathLike], *, what: str, expect
             proc.kill()
             proc.wait()
             raise
+        finally:
+            if feeder.is_alive():
+                feeder.join()
+    if failed:
+        raise failed[0]
     if code != 0:
         tail = err_path.read_bytes().decode("utf-8", "replace").strip().splitlines()[-6:]
         raise MediaToolError(f"ffmpeg failed while {what} (exit {code}): " + " | ".join(tail))
@@ -177,15 +208,28 @@ def run_ffmpeg_with_progress(args: list[str | os.PathLike], *, what: str, expect
 
 # ------------------------------------------------------------------------------------------------------ stage
 
+def _check_runs(runs: Sequence[Run], source_frames: int, uri: str) -> int:
+    """Frames the runs show; every source frame they name must exist in the main video."""
+    for run in runs:
+        last = run.src_start + run.step * (run.length - 1)
+        if run.length < 1 or min(run.src_start, last) < 0 or max(run.src_start, last) >= source_frames:
+            raise MediaToolError(f"{uri} has {source_frames} frames; the plan shows frames {run.src_start}..{last}")
+    return sum(run.length for run in runs)
+
+
 def finalize(main_video_uri: str, delivery_audio_uri: str, out_dir: Path, params: PostParams,
              subtitles_uri: str | None = None, intro_uri: str | None = None, outro_uri: str | None = None,
-             *, progress: ProgressFn | None = None, main_frame_limit: int | None = None) -> FinalOutputs:
+             *, progress: ProgressFn | None = None, main_frame_limit: int | None = None,
+             main_runs: Sequence[Run] | None = None) -> FinalOutputs:
     """Write `out_dir/final.mp4` (+ `final.srt`, `final.vtt` when there are subtitles and soft subtitles are on).
 
     `main_video_uri`: the merged lip-synced video at the source frame rate (its audio, if any, is ignored).
     `delivery_audio_uri`: the loudness-normalized 48 kHz stereo track; padded with silence / trimmed to the main
     video's length. `main_frame_limit` uses only the first N frames of the main video (the plan's timeline when
-    the main video is the untouched normalized source). Intro and outro are conformed to the main clip; a bumper without audio gets silence.
+    the main video is the untouched normalized source). `main_runs` (a plan that synthesizes frames: ping-pong,
+    loop, freeze; `tasks.segment.FrameRun`): the main picture is the frames of `main_video_uri` in the order the runs
+    show them, decoded once and piped into this encode (no intermediate encode). Intro and outro are conformed to
+    the main clip; a bumper without audio gets silence.
     """
     out_dir = Path(out_dir).absolute()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -207,6 +251,19 @@ def finalize(main_video_uri: str, delivery_audio_uri: str, out_dir: Path, params
         rate, width, height = main.fps, main.width, main.height
 
         inputs: list[str | os.PathLike] = ["-i", main_path, "-i", audio_path]
+        feed: Callable[[BinaryIO], None] | None = None
+        if main_runs is not None:
+            source_frames = main.frames
+            main = dataclasses.replace(main, frames=_check_runs(main_runs, source_frames, main_video_uri))
+            inputs[:2] = ["-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{width}x{height}",
+                          "-framerate", rate_text(rate), "-i", "pipe:0"]
+
+            def feed_in_plan_order(stdin: BinaryIO) -> None:
+                written = pipe_frames_in_order(main_path, rate, source_frames, main_runs, stdin)
+                if written != main.frames:
+                    raise MediaToolError(f"{main_video_uri}: {written} frames piped, the plan has {main.frames}")
+
+            feed = feed_in_plan_order
         bumpers: list[tuple[int, str, VideoStreamStats, int]] = []
         order = ["main"]
         next_index = 2
@@ -265,7 +322,7 @@ def finalize(main_video_uri: str, delivery_audio_uri: str, out_dir: Path, params
                  "-movflags", "+faststart", "-f", "mp4", partial]
         try:
             run_ffmpeg_with_progress(args, what="encoding the deliverable", expected_s=float(total_s),
-                                     progress=progress, workdir=work)
+                                     progress=progress, workdir=work, feed=feed)
             encoded = video_stream_stats(partial)
             if (encoded.frames, encoded.fps) != (total_frames, rate):
                 raise MediaToolError(f"the final encode wrote {encoded.frames} frames at {rate_text(encoded.fps)} fps, "
@@ -283,9 +340,11 @@ def finalize(main_video_uri: str, delivery_audio_uri: str, out_dir: Path, params
       description="One final encode: subtitles, intro/outro, delivery audio, sidecars")
 def post(main_video_uri: str, delivery_audio_uri: str, out_dir: Path, params: PostParams,
          subtitles_uri: str | None = None, intro_uri: str | None = None, outro_uri: str | None = None,
-         progress: ProgressFn | None = None, main_frame_limit: int | None = None) -> FinalOutputs:
+         progress: ProgressFn | None = None, main_frame_limit: int | None = None,
+         main_runs: list | None = None) -> FinalOutputs:
     return finalize(main_video_uri, delivery_audio_uri, out_dir, params, subtitles_uri, intro_uri, outro_uri,
-                    progress=progress or ProgressArtifact("final-encode", "Final encode"), main_frame_limit=main_frame_limit)
+                    progress=progress or ProgressArtifact("final-encode", "Final encode"),
+                    main_frame_limit=main_frame_limit, main_runs=main_runs)
 
 
 __all__ = ["FinalOutputs", "PostParams", "decode_subtitle_bytes", "finalize", "load_subtitles", "post",

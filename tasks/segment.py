@@ -23,7 +23,7 @@ import math
 import os
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Literal
 
 import av
 import numpy as np
@@ -32,7 +32,7 @@ from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
 from lipline.errors import InputError, MediaToolError
-from lipline.frames import FrameReader
+from lipline.frames import FrameReader, reverse_chunk, run_frames
 from lipline.params import AudioLonger, VideoLonger, parse_length_mode
 from lipline.records import Record, Segment
 from lipline.tasks.pauses import Pause, Samples, find_pauses
@@ -47,7 +47,6 @@ __all__ = [
 WHISPER_WINDOW_S = 30.0
 from lipline.tasks.pauses import MODEL_RATE  # noqa: E402  (one definition)
 SEGMENT_X264: dict[str, str] = {"preset": "ultrafast", "crf": "10"}
-REVERSE_BUDGET_BYTES = 256 << 20  # raw frames held at once while reversing a run
 
 
 def fps_fraction(fps: float | Fraction) -> Fraction:
@@ -277,27 +276,9 @@ def plan_segments(model_audio_path: str | Path, video_frames: int, fps: float | 
 # ------------------------------------------------------------------------------------------------ cutting
 
 
-def _run_frames(reader: FrameReader, run: FrameRun, chunk: int) -> Iterator:
-    if run.step == 1:
-        yield from reader.frames(run.src_start, run.src_start + run.length)
-    elif run.step == 0:
-        frame = next(reader.frames(run.src_start, run.src_start + 1))
-        for _ in range(run.length):
-            yield frame
-    else:  # backwards, in bounded chunks
-        hi = run.src_start + 1
-        lo_end = run.src_start - run.length + 1
-        while hi > lo_end:
-            lo = max(lo_end, hi - chunk)
-            held = list(reader.frames(lo, hi))
-            yield from reversed(held)
-            del held
-            hi = lo
-
-
 def _encode_segment(reader: FrameReader, runs: list[FrameRun], rate: Fraction, out: Path, width: int,
                     height: int) -> int:
-    chunk = max(8, REVERSE_BUDGET_BYTES // max(1, width * height * 3 // 2))
+    chunk = reverse_chunk(width, height)
     with av.open(os.fspath(out), "w", format="mp4") as oc:
         st = oc.add_stream("libx264", rate=rate, options=dict(SEGMENT_X264))
         st.width, st.height, st.pix_fmt = width, height, "yuv420p"
@@ -305,7 +286,7 @@ def _encode_segment(reader: FrameReader, runs: list[FrameRun], rate: Fraction, o
         st.codec_context.time_base = tb
         n = 0
         for run in runs:
-            for frame in _run_frames(reader, run, chunk):
+            for frame in run_frames(reader, run, chunk):
                 if frame.format.name != "yuv420p" or frame.width != width or frame.height != height:
                     frame = frame.reformat(width=width, height=height, format="yuv420p")
                 frame.pts = n
@@ -330,9 +311,14 @@ def _write_audio(samples_path: Path, start: int, stop: int, out: Path) -> None:
     sf.write(os.fspath(out), data, MODEL_RATE, subtype="PCM_16")
 
 
-def cut_segments(plan: SegmentPlan, normalized_video_uri: str, model_audio_uri: str, out_dir: Path) -> list[Segment]:
+def cut_segments(plan: SegmentPlan, normalized_video_uri: str, model_audio_uri: str, out_dir: Path, *,
+                 write_video: bool = True) -> list[Segment]:
     """Each planned segment's ``seg-NNNNN.wav`` (16 kHz mono slice) and its frames: a frame range of the normalized
-    video when the plan shows the source frames in order, else ``seg-NNNNN.mp4`` (exact frame count)."""
+    video when the plan shows the source frames in order, else ``seg-NNNNN.mp4`` (exact frame count).
+
+    ``write_video=False`` (an engine that returns its input frames untouched, i.e. the passthrough dry run): no
+    segment video is encoded for a plan that synthesizes frames (ping-pong, loop, freeze); each segment names the
+    normalized video, and the final encode reads its frames in the plan's order (`tasks.post`, ``main_runs``)."""
     out_dir = Path(out_dir).absolute()
     out_dir.mkdir(parents=True, exist_ok=True)
     video = local_path(normalized_video_uri, out_dir).absolute()
@@ -346,6 +332,13 @@ def cut_segments(plan: SegmentPlan, normalized_video_uri: str, model_audio_uri: 
             segments.append(Segment(index=seg.index, start_frame=seg.start_frame, end_frame=seg.end_frame,
                                     fps=plan.fps, video_uri=str(normalized_video_uri), audio_uri=str(wav),
                                     frame_range=(seg.start_frame, seg.end_frame)))
+        return segments
+    if not write_video:  # frames in the plan's order are produced by the final encode, not here
+        for seg in plan.segments:
+            wav = out_dir / f"seg-{seg.index:05d}.wav"
+            _write_audio(audio, seg.audio_start, seg.audio_end, wav)
+            segments.append(Segment(index=seg.index, start_frame=seg.start_frame, end_frame=seg.end_frame,
+                                    fps=plan.fps, video_uri=str(normalized_video_uri), audio_uri=str(wav)))
         return segments
     reader = FrameReader(video, rate, plan.source_frames)
     try:
@@ -379,5 +372,5 @@ def plan_segments_task(model_audio_path: str, video_frames: int, fps: float, max
 
 @task(name="cut-segments", description="Segment videos (streamed, exact frame counts) + 16 kHz audio slices")
 def cut_segments_task(plan: SegmentPlan, normalized_video_uri: str, model_audio_uri: str,
-                      out_dir: Path) -> list[Segment]:
-    return cut_segments(plan, normalized_video_uri, model_audio_uri, out_dir)
+                      out_dir: Path, write_video: bool = True) -> list[Segment]:
+    return cut_segments(plan, normalized_video_uri, model_audio_uri, out_dir, write_video=write_video)

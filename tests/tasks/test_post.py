@@ -269,3 +269,43 @@ def test_short_legacy_cjk_files_are_decoded(encoding, text):
 
 def test_prefect_task_wrapper():
     assert post.name == "post" and post.fn.__name__ == "post"
+
+
+@pytest.fixture(scope="module")
+def counter_main(tmp_path_factory) -> Path:
+    """50 frames at 25 fps whose luma is 4 * frame index (short GOP: the reversed run seeks)."""
+    path = tmp_path_factory.mktemp("post-counter") / "counter.mp4"
+    mf.ffmpeg("-f", "lavfi", "-i", "color=c=black:size=64x48:rate=25:duration=2", "-vf",
+              "geq=lum='N*4':cb=128:cr=128", "-c:v", "libx264", "-preset", "veryfast", "-qp", "0", "-g", "12",
+              "-pix_fmt", "yuv420p", path)
+    return path
+
+
+def test_main_runs_are_encoded_in_plan_order(counter_main, tmp_path, monkeypatch):
+    """Ping-pong without an intermediate encode: the one final encode gets the frames in the plan's order (the
+    reversed run decoded in chunks of 8), exact frame count, audio as long as the picture."""
+    import lipline.frames as frames
+    from lipline.tasks.segment import FrameRun
+
+    monkeypatch.setattr(frames, "REVERSE_BUDGET_BYTES", 64 * 48 * 3 // 2 * 8)
+    runs = [FrameRun(out_start=0, out_end=50, src_start=0, step=1), FrameRun(out_start=50, out_end=80, src_start=49,
+                                                                               step=-1),
+            FrameRun(out_start=80, out_end=85, src_start=20, step=0)]
+    dub = mf.write_audio(tmp_path / "d.wav", mf.speech_like(3.4, sr=48000, pauses=()), sr=48000)
+    out = finalize(str(counter_main), str(dub), tmp_path / "o", PostParams(preset="ultrafast", crf=0),
+                   main_runs=runs)
+    with av.open(out.video_path) as c:
+        got = [int(round(f.to_ndarray()[: f.height].mean() / 4)) for f in c.decode(video=0)]
+    assert got == [*range(50), *range(49, 19, -1), *[20] * 5]
+    assert out.frame_count == 85 and probe_media(out.video_path).audio.duration_s == pytest.approx(3.4, abs=1 / 25)
+
+
+def test_main_runs_past_the_source_are_refused(counter_main, tmp_path):
+    from lipline.errors import MediaToolError
+    from lipline.tasks.segment import FrameRun
+
+    dub = mf.write_audio(tmp_path / "d.wav", mf.speech_like(1.0, sr=48000, pauses=()), sr=48000)
+    with pytest.raises(MediaToolError, match="has 50 frames"):
+        finalize(str(counter_main), str(dub), tmp_path / "o", FAST,
+                 main_runs=[FrameRun(out_start=0, out_end=60, src_start=0, step=1)])
+    assert not list((tmp_path / "o").glob("final.mp4*"))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-import lipline.tasks.segment as segment
+import lipline.frames as frames
 from lipline.errors import InputError
 from lipline.tasks.segment import LengthModes, cut_segments, plan_from_samples, plan_segments
 from tests import media_factory as mf
@@ -138,7 +138,7 @@ def frame_indices(path: str | Path) -> list[int]:
 
 @pytest.mark.parametrize("mode", ["pingpong", "loop", "freeze"])
 def test_cut_streams_exact_frames(counter_video, tmp_path, monkeypatch, mode):
-    monkeypatch.setattr(segment, "REVERSE_BUDGET_BYTES", 64 * 48 * 3 // 2 * 8)  # reverse in chunks of 8 frames
+    monkeypatch.setattr(frames, "REVERSE_BUDGET_BYTES", 64 * 48 * 3 // 2 * 8)  # reverse in chunks of 8 frames
     wav = tmp_path / f"{WEIRD}.wav"
     sf.write(wav, tone(4.6, pauses=((1.0, 1.4), (2.9, 3.3))), SR, subtype="PCM_16")
     plan = plan_segments(wav, video_frames=50, fps=25.0, max_segment_s=2.0, length_mode=mode)
@@ -176,3 +176,17 @@ def test_trim_and_pad_silence_cut(counter_video, tmp_path):
     assert seg.video_uri == str(counter_video)
     audio, _ = sf.read(seg.audio_uri)
     assert audio.shape == (50 * 640,) and not audio[int(1.2 * SR):].any()
+
+
+def test_no_segment_videos_when_the_engine_keeps_frames(counter_video, tmp_path):
+    """write_video=False (passthrough): a ping-pong plan encodes nothing here; every segment names the source and
+    still gets its exact audio slice (the final encode reads the frames in the plan's order)."""
+    wav = tmp_path / "dub.wav"
+    sf.write(wav, tone(3.0, pauses=((1.0, 1.4),)), SR, subtype="PCM_16")
+    plan = plan_segments(wav, video_frames=50, fps=25.0, max_segment_s=2.0, length_mode="pingpong")
+    assert not plan.is_forward
+    segs = cut_segments(plan, str(counter_video), str(wav), tmp_path / "out", write_video=False)
+    assert not list((tmp_path / "out").glob("*.mp4"))
+    assert {s.video_uri for s in segs} == {str(counter_video)} and all(s.frame_range is None for s in segs)
+    assert [(s.start_frame, s.end_frame) for s in segs] == [(p.start_frame, p.end_frame) for p in plan.segments]
+    assert [sf.info(s.audio_uri).frames for s in segs] == [s.frame_count * 640 for s in segs]
