@@ -165,7 +165,8 @@ def _run_in_process(rows: list[RowRun], logger) -> list[RowOutcome]:
             outcome = RowOutcome(run.row, result.job_id, "done", result.final_uri, run.note, 0.0)
         except Exception as exc:  # noqa: BLE001 - one row, whatever went wrong, never stops the others
             expected, reason = reason_of(exc)
-            logger.log(logging.WARNING if expected else logging.ERROR, "row %d failed: %s", run.row, reason, exc_info=not expected)
+            logger.log(logging.WARNING if expected else logging.ERROR, "row %d failed: %s", run.row, reason,
+                       exc_info=not expected)
             outcome = RowOutcome(run.row, run.params.job_id or "", "failed", "", reason, 0.0)
         outcome.seconds = round(time.perf_counter() - started, 3)
         out.append(outcome)

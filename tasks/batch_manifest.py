@@ -1,4 +1,5 @@
-"""A batch manifest: read it (CSV, Parquet or JSON lines) and check its rows against `data_contracts/batch_manifest.json`.
+"""A batch manifest: read it (CSV, Parquet or JSON lines) and check its rows against its data contract
+(`data_contracts/batch_manifest.json`).
 
 Flow::
 
