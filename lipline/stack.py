@@ -6,8 +6,12 @@
 2. `prefect server start` on 127.0.0.1 with its own `PREFECT_HOME` (SQLite) under the state dir;
 3. work pools `cpu` and `gpu` (type process, with concurrency limits) and the deployments of
    `deployments/prefect.yaml` (`prefect deploy --all`, `LIPLINE_CHECKOUT` unset: see deployments/README.md);
-4. one `cpu` worker (`--limit cpu_jobs`) and N `gpu` workers (`--limit 1` each; `CUDA_VISIBLE_DEVICES=i` for the
-   i-th one when `nvidia-smi` lists GPUs, else on CPU);
+4. one `cpu` worker (`--limit cpu_jobs`) and N GPU workers, `CUDA_VISIBLE_DEVICES=i` for the i-th one when
+   `nvidia-smi` lists GPUs, else on CPU. With `--gpu-backend task-workers` (the default) they are warm
+   `lipline gpu-worker` processes (Prefect task workers: the model loaded once per worker, every segment of every
+   job fanned out over them; the cpu worker's flow runs get `LIPLINE_GPU_BACKEND=task-workers`); with
+   `--gpu-backend deployment` they are process workers on the `gpu` pool (`--limit 1` each: a fresh process, a
+   model load, per run of `lipsync-segments/gpu`). The `gpu` pool and that deployment exist either way;
 5. small sample inputs in the store, so the printed `curl` line starts a real job as it is.
 
 Everything about a running stack (pids, ports, URLs, credentials, logs) is in `STATE_DIR/state.json`; `status` and
@@ -24,6 +28,7 @@ import secrets
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -38,6 +43,7 @@ STATE_FILE = "state.json"
 BUCKET = "lipline"
 LOCALIZE = ("localize", "localize")          # flow name, deployment name (deployments/prefect.yaml)
 GPU_DEPLOYMENT = "lipsync-segments/gpu"
+GPU_BACKENDS = ("task-workers", "deployment")
 TERMINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
@@ -174,6 +180,7 @@ class StackState:
     secret_key: str
     gpu_workers: int
     gpus: int
+    gpu_backend: str = "task-workers"
     processes: list[StackProcess] = field(default_factory=list)
     curl: str = ""
     samples: dict[str, str] = field(default_factory=dict)
@@ -271,6 +278,19 @@ def ensure_pools(api_url: str, limits: dict[str, int | None]) -> None:
                 r = client.patch(f"/work_pools/{name}", json={"concurrency_limit": limit})
             if not r.is_success:
                 raise StackError(f"work pool {name!r}: the API answered {r.status_code}: {r.text[:200]}")
+
+
+def yaml_pools(checkout: str | Path | None = None, prefect_file: str = "deployments/prefect.yaml") -> list[str]:
+    """The work pools the deployments of PREFECT_FILE use (`prefect deploy` refuses a pool that does not exist)."""
+    import yaml
+
+    path = find_checkout(checkout) / prefect_file
+    try:
+        config = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise StackError(f"{path}: cannot read it ({type(exc).__name__}: {exc})") from None
+    names = [(d.get("work_pool") or {}).get("name") for d in config.get("deployments") or []]
+    return list(dict.fromkeys(n for n in names if n))
 
 
 def deployment_id(api_url: str, flow: str, deployment: str) -> str:
@@ -388,17 +408,38 @@ def _wait_workers(state: StackState, expected: dict[str, int], timeout: float) -
             online = pool_workers(state.api_url)
         except httpx.HTTPError:
             online = {}
-        missing = {pool: n for pool, n in expected.items()
-                   if sum(1 for w in online.get(pool, []) if w["status"] == "ONLINE") < n}
+        missing = {pool: n for pool, n in expected.items() if pool != "task-workers"
+                   and sum(1 for w in online.get(pool, []) if w["status"] == "ONLINE") < n}
+        if expected.get("task-workers"):
+            try:
+                if gpu_workers_online(state.api_url, state.processes) < expected["task-workers"]:
+                    missing["task-workers"] = expected["task-workers"]
+            except httpx.HTTPError:
+                missing["task-workers"] = expected["task-workers"]
         if not missing:
             return
         for p in state.processes:
             if not p.alive:
                 raise StackError(f"{p.name} exited at start; see {p.log}: {_last_line(Path(p.log))}")
         if time.monotonic() > deadline:
-            raise StackError(f"workers not online after {timeout:.0f}s for pools {sorted(missing)}; see "
+            raise StackError(f"workers not online after {timeout:.0f}s ({', '.join(sorted(missing))}); see "
                              f"{state.dir / 'logs'}")
         time.sleep(1)
+
+
+def task_workers(api_url: str) -> list[dict]:
+    """The Prefect task workers connected to the API: [{identifier (host-pid), task_keys}]."""
+    with _client(api_url) as client:
+        r = client.post("/task_workers/filter", json={})
+        r.raise_for_status()
+        return [{"identifier": w["identifier"], "task_keys": sorted(w.get("task_keys") or [])} for w in r.json()]
+
+
+def gpu_workers_online(api_url: str, processes: list[StackProcess]) -> int:
+    """How many of the stack's `lipline gpu-worker` processes are connected to the API (by their host-pid id)."""
+    connected = {w["identifier"] for w in task_workers(api_url)}
+    host = socket.gethostname()
+    return sum(1 for p in processes if p.name.startswith("gpu-worker") and f"{host}-{p.pid}" in connected)
 
 
 def pool_workers(api_url: str) -> dict[str, list[dict]]:
@@ -424,10 +465,35 @@ class UpOptions:
     query_seconds: int = 5
     samples: bool = True
     timeout: float = 180.0
+    gpu_backend: str = "task-workers"
+
+
+def gpu_worker_commands(opts: UpOptions, gpus: int, prefect: str, host: str) -> list[tuple[str, list[str], dict]]:
+    """(name, command, extra environment) of each GPU worker `up` starts: warm `lipline gpu-worker` processes
+    (task-workers) or process workers on the `gpu` pool (deployment); pinned to GPU i-1 when there are GPUs."""
+    workers = []
+    for i in range(opts.gpu_workers):
+        env = {"CUDA_VISIBLE_DEVICES": str(i)} if gpus else {}  # pinned to its card; else on CPU
+        if opts.gpu_backend == "task-workers":
+            workers.append((f"gpu-worker-{i + 1}", [sys.executable, "-m", "lipline.cli", "gpu-worker"], env))
+        else:
+            workers.append((f"worker-gpu-{i + 1}", [prefect, "worker", "start", "--pool", "gpu", "--name",
+                                                    f"gpu-{host}-{i + 1}", "--limit", "1"], env))
+    return workers
+
+
+def cpu_backend_env(opts: UpOptions) -> dict[str, str]:
+    """How the cpu worker's flow runs reach the engine: the warm GPU workers, the `gpu` deployment, or (no GPU
+    workers at all) in the flow's own process."""
+    if opts.gpu_workers == 0:
+        return {"LIPLINE_GPU_BACKEND": "in-process"}
+    return {"LIPLINE_GPU_BACKEND": opts.gpu_backend}
 
 
 def up(opts: UpOptions, say=print) -> tuple[StackState, bool]:
     """Start the stack (see the module docstring). Returns (state, started): started is False when it was up already."""
+    if opts.gpu_backend not in GPU_BACKENDS:
+        raise StackError(f"--gpu-backend {opts.gpu_backend!r}: choose one of {', '.join(GPU_BACKENDS)}")
     state_dir = opts.state_dir.absolute()
     existing = StackState.load(state_dir)
     if existing is not None:
@@ -453,7 +519,7 @@ def up(opts: UpOptions, say=print) -> tuple[StackState, bool]:
     api_url = f"http://127.0.0.1:{opts.port}/api"
     state = StackState(dir=state_dir, api_url=api_url, ui_url=f"http://127.0.0.1:{opts.port}",
                        store=f"s3://{BUCKET}/jobs", s3_endpoint="", access_key=access, secret_key=secret,
-                       gpu_workers=opts.gpu_workers, gpus=gpus)
+                       gpu_workers=opts.gpu_workers, gpus=gpus, gpu_backend=opts.gpu_backend)
     try:
         say(f"starting SeaweedFS (S3 API on 127.0.0.1:{opts.s3_port}) ...")
         s3 = start_seaweedfs(state_dir / "seaweed", bucket=BUCKET, access_key=access, secret_key=secret,
@@ -477,7 +543,8 @@ def up(opts: UpOptions, say=print) -> tuple[StackState, bool]:
         state.save()
         _wait_healthy(api_url, server, opts.timeout)
 
-        ensure_pools(api_url, {"cpu": opts.cpu_jobs, "gpu": max(opts.gpu_workers, 1)})
+        ensure_pools(api_url, {**dict.fromkeys(yaml_pools(root)), "cpu": opts.cpu_jobs,
+                               "gpu": max(opts.gpu_workers, 1)})
         say("deploying deployments/prefect.yaml ...")
         deploy(api_url, root, log=logs / "deploy.log", env={"PREFECT_HOME": str(home), "LIPLINE_STORE": state.store})
 
@@ -487,17 +554,13 @@ def up(opts: UpOptions, say=print) -> tuple[StackState, bool]:
         host = os.uname().nodename.split(".")[0]
         state.processes.append(_spawn("worker-cpu", [prefect, "worker", "start", "--pool", "cpu", "--name",
                                                      f"cpu-{host}", "--limit", str(opts.cpu_jobs)],
-                                      worker_env, logs, state_dir))
-        for i in range(opts.gpu_workers):
-            env = dict(worker_env)
-            if gpus:
-                env["CUDA_VISIBLE_DEVICES"] = str(i)  # pinned to its card
-            state.processes.append(_spawn(f"worker-gpu-{i + 1}", [prefect, "worker", "start", "--pool", "gpu",
-                                                                  "--name", f"gpu-{host}-{i + 1}", "--limit", "1"],
-                                          env, logs, state_dir))
+                                      {**worker_env, **cpu_backend_env(opts)}, logs, state_dir))
+        for name, cmd, extra in gpu_worker_commands(opts, gpus, prefect, host):
+            state.processes.append(_spawn(name, cmd, {**worker_env, **extra}, logs, state_dir))
         state.save()
         say(f"waiting for {1 + opts.gpu_workers} worker(s) ...")
-        _wait_workers(state, {"cpu": 1, "gpu": opts.gpu_workers}, opts.timeout)
+        gpu_kind = "task-workers" if opts.gpu_backend == "task-workers" else "gpu"
+        _wait_workers(state, {"cpu": 1, gpu_kind: opts.gpu_workers}, opts.timeout)
 
         params = {"x264_preset": "ultrafast"}
         if opts.samples:
@@ -521,7 +584,8 @@ def down(state_dir: Path, timeout: float = 20.0, say=print) -> bool:
     state = StackState.load(state_dir.absolute())
     if state is None:
         return False
-    order = sorted(state.processes, key=lambda p: (not p.name.startswith("worker"), p.name == "seaweedfs"))
+    order = sorted(state.processes, key=lambda p: (not p.name.startswith(("worker", "gpu-worker")),
+                                                   p.name == "seaweedfs"))
     for p in order:
         first = signal.SIGTERM if p.name == "seaweedfs" else signal.SIGINT
         say(f"{p.name:14} pid {p.pid:<7} {stop_process(p.pid, p.ticks, first, timeout)}")
@@ -536,6 +600,7 @@ class StackStatus:
     processes: dict[str, bool]
     healthy: bool
     pools: dict[str, list[dict]]
+    task_workers: list[dict] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -551,9 +616,10 @@ def status(state_dir: Path) -> StackStatus | None:
 
     try:
         pools = pool_workers(state.api_url) if healthy else {}
+        serving = task_workers(state.api_url) if healthy else []
     except httpx.HTTPError:
-        pools = {}
-    return StackStatus(state, {p.name: p.alive for p in state.processes}, healthy, pools)
+        pools, serving = {}, []
+    return StackStatus(state, {p.name: p.alive for p in state.processes}, healthy, pools, serving)
 
 
 # --- notifications --------------------------------------------------------------------------------------------------

@@ -25,8 +25,13 @@ def _dir(state_dir: Optional[Path]) -> Path:
 
 
 def _summary(state: stack.StackState) -> None:
-    gpu = f"{state.gpu_workers} x gpu (--limit 1 each, " + (
-        f"CUDA_VISIBLE_DEVICES=0..{state.gpu_workers - 1})" if state.gpus else "no GPU found: on CPU)")
+    where = f"CUDA_VISIBLE_DEVICES=0..{state.gpu_workers - 1}" if state.gpus else "no GPU found: on CPU"
+    if state.gpu_workers == 0:
+        gpu = "no GPU workers (lip-sync in the cpu worker's flow runs)"
+    elif state.gpu_backend == "task-workers":
+        gpu = f"{state.gpu_workers} x lipline gpu-worker (warm model, one segment at a time each, {where})"
+    else:
+        gpu = f"{state.gpu_workers} x gpu pool process worker (--limit 1 each, {where})"
     out.print(f"Prefect UI    {state.ui_url}")
     out.print(f"Prefect API   {state.api_url}")
     out.print(f"store         {state.store}  (SeaweedFS S3 API {state.s3_endpoint}, bucket {stack.BUCKET})")
@@ -43,8 +48,12 @@ def _summary(state: stack.StackState) -> None:
 @app.command()
 def up(
     state_dir: Optional[Path] = STATE_DIR,
-    gpu_workers: int = typer.Option(1, "--gpu-workers", min=0, help="Workers on the gpu pool: one per GPU; on CPU "
-                                                                    "when there is no GPU"),
+    gpu_workers: int = typer.Option(1, "--gpu-workers", min=0, help="GPU workers: one per GPU; on CPU when there "
+                                                                    "is no GPU"),
+    gpu_backend: str = typer.Option("task-workers", "--gpu-backend",
+                                    help="task-workers: warm `lipline gpu-worker` processes (model loaded once per "
+                                         "worker); deployment: process workers on the gpu pool (a fresh process per "
+                                         "run)"),
     cpu_jobs: int = typer.Option(4, "--cpu-jobs", min=1, help="Concurrent jobs on the cpu pool (its limit)"),
     port: int = typer.Option(4200, "--port", help="Prefect API/UI port on 127.0.0.1"),
     s3_port: int = typer.Option(8333, "--s3-port", help="S3 API port of the SeaweedFS store on 127.0.0.1"),
@@ -56,7 +65,8 @@ def up(
 ) -> None:
     """Start Prefect server, a cpu worker, N gpu workers and a SeaweedFS S3 store; apply the deployments."""
     opts = stack.UpOptions(state_dir=_dir(state_dir), port=port, s3_port=s3_port, gpu_workers=gpu_workers,
-                           cpu_jobs=cpu_jobs, checkout=str(checkout) if checkout else None, samples=samples)
+                           cpu_jobs=cpu_jobs, checkout=str(checkout) if checkout else None, samples=samples,
+                           gpu_backend=gpu_backend)
     state, started = stack.up(opts, say=lambda msg: err.print(msg, markup=False))
     out.print(f"stack {'up' if started else 'already up'} (state dir {state.dir})")
     if webhook:
@@ -91,6 +101,7 @@ def status(state_dir: Optional[Path] = STATE_DIR,
     if as_json:
         out.print(json.dumps({"state_dir": str(folder), "up": st.ok, "api_url": st.state.api_url,
                               "api_healthy": st.healthy, "processes": st.processes, "pools": st.pools,
+                              "task_workers": st.task_workers, "gpu_backend": st.state.gpu_backend,
                               "store": st.state.store, "s3_endpoint": st.state.s3_endpoint,
                               "curl": st.state.curl}), markup=False)
     else:
@@ -100,6 +111,9 @@ def status(state_dir: Optional[Path] = STATE_DIR,
         for pool, workers in st.pools.items():
             names = ", ".join(f"{w['name']} {w['status']}" for w in workers) or "no workers"
             out.print(f"pool {pool:8} {names}")
+        serving = ", ".join(f"{w['identifier']} ({', '.join(k.rsplit('-', 1)[0] for k in w['task_keys'])})"
+                            for w in st.task_workers) or "none connected"
+        out.print(f"task workers  {serving}")
         out.print(f"store         {st.state.store} ({st.state.s3_endpoint})")
     if not st.ok:
         raise typer.Exit(1)
@@ -130,6 +144,6 @@ def deploy_command(
         raise stack.StackError("no Prefect API: pass --api http://HOST:4200/api or set PREFECT_API_URL")
     if not stack.api_healthy(api):
         raise stack.StackError(f"the Prefect API at {api} does not answer /health: start the server or fix the URL")
-    stack.ensure_pools(api, {"cpu": None, "gpu": None})
+    stack.ensure_pools(api, {**dict.fromkeys(stack.yaml_pools(checkout, prefect_file)), "cpu": None, "gpu": None})
     names = stack.deploy(api, checkout, prefect_file)
     out.print(f"deployed to {api}: {', '.join(names)}")

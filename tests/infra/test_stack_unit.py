@@ -149,3 +149,47 @@ def test_stack_commands_import_neither_torch_nor_prefect_until_they_need_it(tmp_
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("gpus", [0, 2])
+def test_gpu_workers_are_warm_lipline_gpu_workers_one_per_gpu(gpus):
+    opts = stack.UpOptions(state_dir=Path("s"), gpu_workers=2)
+    workers = stack.gpu_worker_commands(opts, gpus, "/bin/prefect", "host")
+    assert [name for name, _, _ in workers] == ["gpu-worker-1", "gpu-worker-2"]
+    assert all(cmd == [sys.executable, "-m", "lipline.cli", "gpu-worker"] for _, cmd, _ in workers)
+    assert [env for _, _, env in workers] == ([{"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "1"}] if gpus
+                                              else [{}, {}])
+    assert stack.cpu_backend_env(opts) == {"LIPLINE_GPU_BACKEND": "task-workers"}
+
+
+def test_the_deployment_backend_starts_process_workers_on_the_gpu_pool_and_no_gpu_workers_runs_in_process():
+    opts = stack.UpOptions(state_dir=Path("s"), gpu_workers=1, gpu_backend="deployment")
+    [(name, cmd, env)] = stack.gpu_worker_commands(opts, 1, "/bin/prefect", "host")
+    assert name == "worker-gpu-1" and env == {"CUDA_VISIBLE_DEVICES": "0"}
+    assert cmd == ["/bin/prefect", "worker", "start", "--pool", "gpu", "--name", "gpu-host-1", "--limit", "1"]
+    assert stack.cpu_backend_env(opts) == {"LIPLINE_GPU_BACKEND": "deployment"}
+    none = stack.UpOptions(state_dir=Path("s"), gpu_workers=0)
+    assert stack.gpu_worker_commands(none, 0, "/bin/prefect", "host") == []
+    assert stack.cpu_backend_env(none) == {"LIPLINE_GPU_BACKEND": "in-process"}
+
+
+def test_an_unknown_gpu_backend_is_one_line_and_starts_nothing(tmp_path):
+    done = lipline("stack", "up", "--state-dir", str(tmp_path / "s"), "--gpu-backend", "gpu-pool",
+                   "--port", str(free_port()), "--s3-port", str(free_port()))
+    _one_line_error(done, "--gpu-backend 'gpu-pool'", "task-workers, deployment")
+    assert not (tmp_path / "s").exists()
+
+
+def test_the_pools_to_create_are_those_the_deployments_use(tmp_path):
+    (tmp_path / "deployments").mkdir()
+    (tmp_path / "deployments" / "prefect.yaml").write_text(textwrap.dedent("""
+        definitions:
+          pools:
+            cpu: &cpu {name: cpu}
+        deployments:
+          - {name: a, work_pool: *cpu}
+          - {name: b, work_pool: {name: laptop}}
+          - {name: c, work_pool: {name: cpu}}
+          - {name: d}
+    """))
+    assert stack.yaml_pools(tmp_path) == ["cpu", "laptop"]
