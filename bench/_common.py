@@ -26,10 +26,14 @@ def machine() -> str:
     return f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores ({cpu}), {mem_gb:.0f} GiB RAM, no GPU"
 
 
-def append_results(title: str, command: str, lines: list[str]) -> None:
+def append_results(title: str, command: str, lines: list[str], path: Path | None = RESULTS) -> None:
+    """Print the block and append it to ``path`` (default bench/RESULTS.md; None: print only)."""
     block = [f"\n## {title} — {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC", "",
              f"- command: `{command}`", f"- machine: {machine()}", f"- commit: {git_commit()}", "", *lines, ""]
-    with RESULTS.open("a") as f:
+    if path is None:
+        print("\n".join(block))
+        return
+    with Path(path).open("a") as f:
         f.write("\n".join(block))
     print("\n".join(block))
 

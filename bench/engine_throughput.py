@@ -1,20 +1,23 @@
-"""LatentSync engine throughput: model seconds per 10 s of 25 fps video, peak VRAM and model FLOPs utilisation.
+"""LatentSync engine throughput: model seconds per 10 s of 25 fps video, frames/s, peak VRAM, MFU, sampler quality.
 
 Full-size architecture (official UNet3DConfig + the sd-vae-ft-mse AutoencoderKL layout) with **random weights**
 (no checkpoint needed: speed and memory do not depend on the values). For each release (1.5 -> 256 px,
-1.6 -> 512 px), dtype and DeepCache setting it times `LatentSyncPipeline.generate` on ``--frames`` aligned faces
-(default 250 = 10 s at 25 fps; other counts are scaled to 250), after one untimed warm-up window.
+1.6 -> 512 px), dtype, sampler (official DDIM at 20 steps, DPM-Solver++ at 10) and DeepCache setting it times
+`LatentSyncPipeline.generate` on ``--frames`` aligned faces (default 250 = 10 s at 25 fps; other counts are scaled
+to 250), after one untimed warm-up window.
 
-FLOPs are counted with ``torch.utils.flop_counter.FlopCounterMode``: one full UNet step (CFG batch, 16 frames),
-and one whole 16-frame window (VAE encode/decode, all UNet steps with DeepCache as configured); MFU = counted
-FLOPs of the run / seconds / the device's dense fp16/bf16 peak from a small table (unknown device -> n/a).
+FLOPs are counted on the meta device (`bench/flops.py`: one full and one DeepCache UNet step, VAE encode/decode of a
+16-frame window); MFU = counted FLOPs of the run / seconds / the device's dense fp16/bf16 peak (unknown -> n/a).
+Sampler quality: PSNR/SSIM of the generated mouth crops of DPM-Solver++ against DDIM on the same inputs and seed
+(`bench/quality.py`). With random weights that difference says nothing about lip-sync quality; the real
+measurement needs the official weights.
 
-Without CUDA it runs the tiny config (`UNet3DConfig.tiny()`, a small VAE) on a few frames as a smoke run of
-this script, and says so: those numbers say nothing about GPU throughput.
+``--reduced`` (default without CUDA) runs the tiny config (`UNet3DConfig.tiny()`, a small VAE) on a few frames on
+the CPU in seconds: it exercises every code path of this script; its figures say nothing about GPU throughput.
 
-    python bench/engine_throughput.py                      # GPU: both releases, fp16+bf16, DeepCache on+off
+    python bench/engine_throughput.py                      # GPU: both releases, fp16+bf16, DeepCache on+off, both samplers
     python bench/engine_throughput.py --versions 1.6 --dtypes fp16 --deepcache on --frames 64
-    python bench/engine_throughput.py --tiny --frames 8    # CPU smoke
+    python bench/engine_throughput.py --reduced            # CPU smoke
     python bench/engine_throughput.py --video [...]        # the whole video engine: bench/video_engine.py
 
 Results are APPENDED to ``--out`` (bench/RESULTS.md) as a markdown block: command, machine, date, table.
@@ -38,28 +41,20 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.flops import count_flops, mfu, peak_tflops  # noqa: E402
+from bench.quality import mouth_crop_quality  # noqa: E402
 from lipline.models.latentsync.config import UNet3DConfig  # noqa: E402
 from lipline.models.latentsync.pipeline import LatentSyncPipeline  # noqa: E402
-from lipline.models.latentsync.scheduler import make_ddim_scheduler  # noqa: E402
+from lipline.models.latentsync.scheduler import SCHEDULERS, make_scheduler  # noqa: E402
 from lipline.models.latentsync.unet import UNet3DConditionModel  # noqa: E402
 from lipline.models.latentsync.weights import version_spec  # noqa: E402
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
-# Dense (no sparsity) fp16/bf16 tensor-core peak, TFLOP/s, matched on the CUDA device name (first match wins).
-PEAK_TFLOPS = [
-    ("H200", 989.0), ("H100 PCIe", 756.0), ("H100", 989.0), ("GH200", 989.0), ("A100", 312.0), ("L40S", 362.0),
-    ("L40", 181.0), ("L4", 121.0), ("RTX 4090", 165.0), ("A10G", 70.0), ("A10", 125.0), ("RTX 3090", 71.0),
-]
 FULL_VAE = dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, norm_num_groups=32, sample_size=512)
 TINY_VAE = dict(block_out_channels=(16, 16, 32, 32), layers_per_block=1, norm_num_groups=8, sample_size=64)
 VIDEO_FRAMES = 250  # 10 s at 25 fps
-
-
-def peak_tflops(device_name: str) -> float | None:
-    for key, value in PEAK_TFLOPS:
-        if key.lower() in device_name.lower():
-            return value
-    return None
+RANDOM_WEIGHTS_NOTE = ("random weights: the sampler difference says nothing about lip-sync quality; "
+                       "the real measurement needs the official weights (open)")
 
 
 def build_vae(kwargs: dict, device: torch.device, dtype: torch.dtype):
@@ -76,7 +71,8 @@ def build_unet(config: UNet3DConfig, device: torch.device, dtype: torch.dtype) -
     return unet.to(dtype=dtype).eval()
 
 
-def synthetic_inputs(frames: int, resolution: int, width: int, device: torch.device):
+def synthetic_inputs(frames: int, resolution: int, width: int):
+    """uint8 faces ``[N, 3, R, R]``, audio chunks ``[N, 50, width]``, a float64 mask regenerating the lower middle."""
     g = torch.Generator().manual_seed(0)
     faces = torch.randint(0, 256, (frames, 3, resolution, resolution), generator=g, dtype=torch.uint8)
     audio = torch.randn(frames, 50, width, generator=g)
@@ -90,38 +86,15 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-@torch.no_grad()
-def unet_step_flops(unet, config: UNet3DConfig, resolution: int, device, dtype, guidance: float, deepcache: bool) -> tuple[int, int]:
-    """FLOPs of one full UNet step and (DeepCache) of one cached step, CFG batch, 16 frames."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from lipline.models.latentsync.unet import DeepCacheState
-
-    b = 2 if guidance > 1.0 else 1
-    h = resolution // 8
-    x = torch.randn(b, config.in_channels, 16, h, h, device=device, dtype=dtype)
-    audio = torch.randn(b * 16, 50, config.cross_attention_dim, device=device, dtype=dtype)
-    with FlopCounterMode(display=False) as fc:
-        unet(x, 501, encoder_hidden_states=audio)
-    full = fc.get_total_flops()
-    cheap = full
-    if deepcache:
-        state = DeepCacheState(cache_interval=3)
-        unet(x, 501, encoder_hidden_states=audio, deepcache=state, step_index=0)
-        with FlopCounterMode(display=False) as fc:
-            unet(x, 451, encoder_hidden_states=audio, deepcache=state, step_index=1)
-        cheap = fc.get_total_flops()
-    return full, cheap
-
-
-@torch.no_grad()
-def window_flops(pipe, faces, audio, mask, kwargs) -> int:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    n = min(16, faces.shape[0])
-    with FlopCounterMode(display=False) as fc:
-        pipe.generate(faces[:n], audio[:n], mask, **kwargs)
-    return fc.get_total_flops()
+def parse_schedulers(text: str) -> list[tuple[str, int]]:
+    """``"ddim:20,dpmpp:10"`` -> ``[("ddim", 20), ("dpmpp", 10)]``."""
+    out = []
+    for item in text.split(","):
+        name, _, steps = item.strip().partition(":")
+        if name not in SCHEDULERS or not steps.isdigit() or int(steps) < 1:
+            raise SystemExit(f"--schedulers: {item!r} is not NAME:STEPS with NAME in {', '.join(SCHEDULERS)}")
+        out.append((name, int(steps)))
+    return out
 
 
 def machine_line(device: torch.device) -> str:
@@ -134,6 +107,21 @@ def machine_line(device: torch.device) -> str:
     return "; ".join(parts)
 
 
+def time_run(pipe, faces, audio, mask, kw: dict, device: torch.device):
+    """Warm-up window (2 steps, untimed), then the timed run: (seconds, peak VRAM bytes or None, uint8 faces)."""
+    pipe.generate(faces[:16], audio[:16], mask, **{**kw, "num_inference_steps": min(kw["num_inference_steps"], 2)})
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    sync(device)
+    t0 = time.perf_counter()
+    out = pipe.generate(faces, audio, mask, **kw)
+    sync(device)
+    seconds = time.perf_counter() - t0
+    return seconds, (torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None), out.faces
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--video" in argv:  # the whole video engine (decode, faces, crops, model, paste-back, encode)
@@ -143,9 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     size = ap.add_mutually_exclusive_group()
     size.add_argument("--full", dest="full", action="store_true", default=None, help="official architecture (default with CUDA)")
-    size.add_argument("--tiny", dest="full", action="store_false", help="reduced architecture (smoke run; default without CUDA)")
-    ap.add_argument("--frames", type=int, default=None, help="frames to time (default 250 on GPU, 8 on CPU); scaled to 250")
-    ap.add_argument("--steps", type=int, default=None, help="DDIM steps (default 20 on GPU, 2 on CPU)")
+    size.add_argument("--reduced", "--tiny", dest="full", action="store_false", help="tiny architecture on few frames (default without CUDA)")
+    ap.add_argument("--frames", type=int, default=None, help="frames to time (default 250 full, 8 reduced); scaled to 250")
+    ap.add_argument("--schedulers", default=None, help="NAME:STEPS list (default ddim:20,dpmpp:10 full, ddim:4,dpmpp:2 reduced)")
     ap.add_argument("--guidance", type=float, default=1.5)
     ap.add_argument("--window-batch", type=int, default=1)
     ap.add_argument("--versions", default="1.5,1.6", help="comma list of 1.5 (256 px) / 1.6 (512 px)")
@@ -160,11 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     notes: list[str] = []
     full = args.full if args.full is not None else cuda
     if full and not cuda:
-        notes.append("--full requested but no CUDA device: ran the tiny config instead")
+        notes.append("--full requested but no CUDA device: ran the reduced (tiny) config instead")
         full = False
-    smoke = not cuda
-    frames = args.frames or (VIDEO_FRAMES if cuda else 8)
-    steps = args.steps or (20 if cuda else 2)
+    frames = args.frames or (VIDEO_FRAMES if full else 8)
+    schedulers = parse_schedulers(args.schedulers or ("ddim:20,dpmpp:10" if full else "ddim:4,dpmpp:2"))
     dtypes = (args.dtypes or ("fp16,bf16" if cuda else "fp32")).split(",")
     if not cuda and any(d != "fp32" for d in dtypes):
         notes.append(f"CPU: dtypes {dtypes} replaced by fp32")
@@ -173,71 +160,71 @@ def main(argv: list[str] | None = None) -> int:
     versions = [v.strip() for v in args.versions.split(",")]
     config = UNet3DConfig() if full else UNet3DConfig.tiny()
     vae_kwargs = FULL_VAE if full else TINY_VAE
-    if smoke:
-        notes.append("SMOKE RUN on CPU with the tiny architecture (random weights): checks the bench runs; "
+    if not cuda:
+        notes.append("REDUCED RUN on CPU (tiny architecture, random weights): checks the bench runs; "
                      "the figures say nothing about GPU throughput")
     dev_name = torch.cuda.get_device_name(device) if cuda else platform.processor() or "CPU"
     peak = peak_tflops(dev_name) if cuda else None
     for n in notes:
         print(f"note: {n}", file=sys.stderr)
+    resolutions = {v: version_spec(v).resolution if full else version_spec(v).resolution // 4 for v in versions}  # tiny: 64 / 128
+    flops = {} if args.no_flops else count_flops(config, vae_kwargs, sorted(set(resolutions.values())), guidance=args.guidance)
 
-    rows = []
+    rows, quality = [], []
     for dtype_name in dtypes:
         dtype = DTYPES[dtype_name]
         unet = build_unet(config, device, dtype)
         vae = build_vae(vae_kwargs, device, dtype)
-        pipe = LatentSyncPipeline(unet, vae, make_ddim_scheduler())
         for version in versions:
-            resolution = version_spec(version).resolution if full else version_spec(version).resolution // 4  # tiny: 64 / 128
-            faces, audio, mask = synthetic_inputs(frames, resolution, config.cross_attention_dim, device)
-            for dc in deepcaches:
-                kw = dict(num_inference_steps=steps, guidance_scale=args.guidance, deepcache=dc, seed=1247,
-                          window_batch=args.window_batch, dtype=dtype, device=device)
-                label = f"{version} {resolution}px {dtype_name} DeepCache {'on' if dc else 'off'}"
-                print(f"running {label} ...", file=sys.stderr)
-                try:
-                    pipe.generate(faces[:16], audio[:16], mask, **{**kw, "num_inference_steps": min(steps, 2)})  # warm-up
-                    gc.collect()
-                    if cuda:
-                        torch.cuda.empty_cache()
-                        torch.cuda.reset_peak_memory_stats(device)
-                    sync(device)
-                    t0 = time.perf_counter()
-                    pipe.generate(faces, audio, mask, **kw)
-                    sync(device)
-                    seconds = time.perf_counter() - t0
-                except torch.cuda.OutOfMemoryError as exc:
-                    rows.append({"label": label, "version": version, "resolution": resolution, "dtype": dtype_name,
-                                 "deepcache": dc, "error": f"OOM: {str(exc).splitlines()[0]}"})
-                    gc.collect()
-                    if cuda:
-                        torch.cuda.empty_cache()
-                    continue
-                row = {"label": label, "version": version, "resolution": resolution, "dtype": dtype_name, "deepcache": dc,
-                       "frames": frames, "steps": steps, "seconds": seconds,
-                       "per_10s": seconds * VIDEO_FRAMES / frames, "fps": frames / seconds,
-                       "peak_vram": torch.cuda.max_memory_allocated(device) if cuda else None}
-                if not args.no_flops:
-                    full_f, cheap_f = unet_step_flops(unet, config, resolution, device, dtype, args.guidance, dc)
-                    win_f = window_flops(pipe, faces, audio, mask, kw)
-                    total = win_f * frames / min(16, frames)
-                    row.update(unet_step_tflop=full_f / 1e12, unet_cached_step_tflop=cheap_f / 1e12 if dc else None,
-                               window_tflop=win_f / 1e12, achieved_tflops=total / seconds / 1e12)
-                    row["mfu"] = row["achieved_tflops"] / peak if peak else None
-                rows.append(row)
-                print(f"  {row['per_10s']:.2f} s per 10 s video, {row['fps']:.2f} frames/s", file=sys.stderr)
-        del pipe, unet, vae
+            resolution = resolutions[version]
+            faces, audio, mask = synthetic_inputs(frames, resolution, config.cross_attention_dim)
+            outputs: dict[tuple[str, bool], torch.Tensor] = {}
+            for sched, steps in schedulers:
+                pipe = LatentSyncPipeline(unet, vae, make_scheduler(sched))
+                for dc in deepcaches:
+                    kw = dict(num_inference_steps=steps, guidance_scale=args.guidance, deepcache=dc, seed=1247,
+                              window_batch=args.window_batch, dtype=dtype, device=device)
+                    row = {"version": version, "resolution": resolution, "dtype": dtype_name, "deepcache": dc,
+                           "sampler": f"{sched}-{steps}", "steps": steps}
+                    print(f"running {version} {resolution}px {dtype_name} {sched}-{steps} DeepCache {'on' if dc else 'off'} ...", file=sys.stderr)
+                    try:
+                        seconds, peak_vram, out_faces = time_run(pipe, faces, audio, mask, kw, device)
+                    except torch.cuda.OutOfMemoryError as exc:
+                        rows.append({**row, "error": f"OOM: {str(exc).splitlines()[0]}"})
+                        gc.collect()
+                        if cuda:
+                            torch.cuda.empty_cache()
+                        continue
+                    outputs[(sched, dc)] = out_faces
+                    row.update(seconds=seconds, per_10s=seconds * VIDEO_FRAMES / frames, fps=frames / seconds, peak_vram=peak_vram)
+                    if resolution in flops:
+                        f = flops[resolution]
+                        run_flops = f.run(frames, steps, dc)
+                        row.update(unet_step_tflop=f.unet_full / 1e12, unet_cached_tflop=f.unet_cached / 1e12 if dc else None,
+                                   window_tflop=f.window(steps, dc) / 1e12, achieved_tflops=run_flops / seconds / 1e12,
+                                   mfu=mfu(run_flops, seconds, peak))
+                    rows.append(row)
+                    print(f"  {row['per_10s']:.2f} s per 10 s video, {row['fps']:.2f} frames/s", file=sys.stderr)
+            ref = next(((s, n) for s, n in schedulers if s == "ddim"), None)
+            for sched, steps in schedulers:
+                for dc in deepcaches:
+                    if ref and sched != "ddim" and (sched, dc) in outputs and ("ddim", dc) in outputs:
+                        q = mouth_crop_quality(outputs[("ddim", dc)], outputs[(sched, dc)], mask)
+                        quality.append({"version": version, "resolution": resolution, "dtype": dtype_name, "deepcache": dc,
+                                        "sampler": f"{sched}-{steps}", "reference": f"ddim-{ref[1]}", **q})
+            del outputs
+        del unet, vae
         gc.collect()
         if cuda:
             torch.cuda.empty_cache()
 
-    block = render(rows, device, dev_name, peak, notes, full, frames, steps, args)
+    block = render(rows, quality, flops, device, dev_name, peak, notes, full, frames, args)
     print(block)
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        with out.open("a") as f:
-            f.write(block + "\n")
+        with out.open("a") as fh:
+            fh.write(block + "\n")
         print(f"appended to {out}", file=sys.stderr)
     return 0
 
@@ -246,32 +233,45 @@ def _fmt(v, spec: str, na: str = "n/a") -> str:
     return na if v is None else format(v, spec)
 
 
-def render(rows, device, dev_name, peak, notes, full, frames, steps, args) -> str:
+def render(rows, quality, flops, device, dev_name, peak, notes, full, frames, args) -> str:
+    """The markdown block: header, counted FLOPs, the timing table, the sampler-quality table."""
+    from bench._common import git_commit
+
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     cmd = "python bench/engine_throughput.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     lines = [
-        f"## Engine throughput - {now}{' (CPU SMOKE RUN)' if device.type != 'cuda' else ''}",
+        f"## Engine throughput - {now}{' (CPU REDUCED RUN)' if device.type != 'cuda' else ''}",
         "",
         f"- Command: `{cmd.strip()}`",
         f"- Machine: {machine_line(device)}",
+        f"- Commit: {git_commit()}",
         f"- Model: {'official LatentSync UNet3D (1.27 B params) + sd-vae-ft-mse layout' if full else 'tiny UNet3DConfig.tiny() + small VAE'}, "
-        f"random weights; {frames} frames timed (scaled to 250 = 10 s at 25 fps), {steps} steps, guidance {args.guidance}, "
+        f"random weights; {frames} frames timed (scaled to 250 = 10 s at 25 fps), guidance {args.guidance}, "
         f"window 16, window batch {args.window_batch}; warm-up window untimed",
-        f"- Peak dense fp16/bf16: {f'{peak:g} TFLOP/s ({dev_name})' if peak else f'n/a ({dev_name})'}; MFU = FLOPs counted by "
-        "FlopCounterMode over one 16-frame window (VAE + all UNet steps) x windows / time / peak",
+        f"- Peak dense fp16/bf16: {f'{peak:g} TFLOP/s ({dev_name})' if peak else f'n/a ({dev_name})'}; MFU = FLOPs counted on the "
+        "meta device (bench/flops.py: UNet full / DeepCache step, VAE encode x2 + decode per 16-frame window) x windows / time / peak",
     ]
+    for res, f in sorted(flops.items()):
+        lines.append(f"- FLOPs at {res} px (16 frames, CFG batch {f.cfg_batch}): UNet step {f.unet_full / 1e12:.4g} TFLOP full, "
+                     f"{f.unet_cached / 1e12:.4g} cached; VAE encode {f.vae_encode / 1e12:.4g}, decode {f.vae_decode / 1e12:.4g} TFLOP")
     lines += [f"- Note: {n}" for n in notes]
-    lines += ["", "| version | px | dtype | DeepCache | model s / 10 s video | frames/s | peak VRAM GiB | UNet TFLOP/step (full / cached) | TFLOP / 16-frame window | achieved TFLOP/s | MFU |",
+    lines += ["", "| version | px | dtype | sampler | DeepCache | model s / 10 s video | frames/s | peak VRAM GiB | TFLOP / 16-frame window | achieved TFLOP/s | MFU |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        head = f"| {r['version']} | {r['resolution']} | {r['dtype']} | {r['sampler']} | {'on' if r['deepcache'] else 'off'} |"
         if "error" in r:
-            lines.append(f"| {r['version']} | {r['resolution']} | {r['dtype']} | {'on' if r['deepcache'] else 'off'} | {r['error']} | | | | | | |")
+            lines.append(f"{head} {r['error']} | | | | | |")
             continue
-        step = _fmt(r.get("unet_step_tflop"), ".4g") + (" / " + _fmt(r.get("unet_cached_step_tflop"), ".4g") if r["deepcache"] and r.get("unet_step_tflop") is not None else "")
+        m = r.get("mfu")
         lines.append(
-            f"| {r['version']} | {r['resolution']} | {r['dtype']} | {'on' if r['deepcache'] else 'off'} | {r['per_10s']:.2f} | {r['fps']:.2f} | "
-            f"{_fmt(r['peak_vram'] / 2**30 if r['peak_vram'] is not None else None, '.2f')} | {step} | {_fmt(r.get('window_tflop'), '.4g')} | "
-            f"{_fmt(r.get('achieved_tflops'), '.4g')} | {_fmt(r['mfu'] * 100 if r.get('mfu') is not None else None, '.1f')}{'%' if r.get('mfu') is not None else ''} |")
+            f"{head} {r['per_10s']:.2f} | {r['fps']:.2f} | {_fmt(r['peak_vram'] / 2**30 if r['peak_vram'] is not None else None, '.2f')} | "
+            f"{_fmt(r.get('window_tflop'), '.4g')} | {_fmt(r.get('achieved_tflops'), '.4g')} | {_fmt(m * 100 if m is not None else None, '.1f')}{'%' if m is not None else ''} |")
+    if quality:
+        lines += ["", f"Sampler quality, generated mouth crops vs the DDIM output on the same inputs and seed ({RANDOM_WEIGHTS_NOTE}):", "",
+                  "| version | px | dtype | DeepCache | sampler | reference | PSNR dB | SSIM | max abs |", "|---|---|---|---|---|---|---|---|---|"]
+        for q in quality:
+            lines.append(f"| {q['version']} | {q['resolution']} | {q['dtype']} | {'on' if q['deepcache'] else 'off'} | {q['sampler']} | "
+                         f"{q['reference']} | {q['psnr_db']:.2f} | {q['ssim']:.4f} | {q['max_abs']:.0f} |")
     return "\n".join(lines) + "\n"
 
 

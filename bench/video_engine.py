@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench._common import BENCH_DIR, append_results, talking_inputs  # noqa: E402
+from bench._common import BENCH_DIR, RESULTS, append_results, talking_inputs  # noqa: E402
 
 WORK = BENCH_DIR / "_work" / "video_engine"
 
@@ -116,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--landmark-every", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--weights", default=None, help="weights dir (default: a smoke model written under bench/_work)")
+    ap.add_argument("--out", default=str(RESULTS), help="markdown file to append the results to ('' = print only)")
     args = ap.parse_args(argv)
     steps = args.steps or (20 if args.full else 2)
     if args.child:
@@ -157,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
                  "whisper features, align = crops, model = LatentSync, paste_encode = paste-back + lossless encode, "
                  "decode_other = decoding and bookkeeping, face_track = detection + landmarks (separate pass).")
     append_results("bench/video_engine.py: the whole latentsync video engine",
-                   "python bench/video_engine.py " + " ".join(argv if argv is not None else sys.argv[1:]), lines)
+                   "python bench/video_engine.py " + " ".join(argv if argv is not None else sys.argv[1:]), lines,
+                   Path(args.out) if args.out else None)
     return 0
 
 
