@@ -79,10 +79,26 @@ class InProcessRunner:
         self._queue.put(params)
         return None
 
+    @staticmethod
+    def _warm_up() -> None:
+        """Start Prefect's embedded API (and import validation) now, while the operator logs in and uploads: on a
+        fresh ``PREFECT_HOME`` and busy cores the first start takes from seconds to minutes."""
+        from prefect import get_client
+
+        from lipline.runner import _warm_validation
+
+        threading.Thread(target=_warm_validation, name="lipline-portal-warm-gx", daemon=True).start()
+        try:
+            with get_client(sync_client=True) as client:
+                client.api_healthcheck()
+        except Exception:  # noqa: BLE001 - a warm-up only: the first job starts the API itself and reports errors
+            pass
+
     def _work(self) -> None:
         from lipline.progress import listening
         from lipline.runner import run_localize
 
+        self._warm_up()
         while True:
             params = self._queue.get()
             live = self._live[params.job_id]
