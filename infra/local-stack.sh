@@ -61,7 +61,7 @@ start() {
     done
     curl -fsS "$PREFECT_API_URL/health" >/dev/null
 
-    for pool in cpu gpu; do
+    for pool in cpu gpu laptop; do   # laptop: previews (its workers run on operators' laptops)
         "$PREFECT" work-pool inspect "$pool" >/dev/null 2>&1 || "$PREFECT" work-pool create "$pool" --type process >/dev/null
     done
 

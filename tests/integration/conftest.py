@@ -79,7 +79,7 @@ def _create_pools(client: httpx.Client) -> None:
     from prefect.workers.process import ProcessWorker
 
     template = ProcessWorker.get_default_base_job_template()
-    for name in ("cpu", "gpu"):
+    for name in ("cpu", "gpu", "laptop"):  # laptop: the preview deployment's pool (tests/integration/test_preview.py)
         r = client.post("/work_pools/", json={"name": name, "type": "process", "base_job_template": template})
         if r.status_code != 409:  # 409: already there
             r.raise_for_status()
