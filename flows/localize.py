@@ -7,6 +7,7 @@ The body reads as the business process; every stage is a task in `lipline.tasks`
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import shutil
 import tempfile
@@ -210,6 +211,17 @@ def content_keys(segments: list[Segment], plan, video, video_sha256: str,
         for s, planned in zip(segments, plan.segments)]
 
 
+def engine_keeps_frames(engine: str) -> bool:
+    """True for an engine whose output is its input frames (the passthrough dry run): a plan that synthesizes
+    frames (ping-pong, loop, freeze) then needs no segment videos; the final encode reads the frames in plan order.
+    A model engine (it works on faces) is never imported here just to ask."""
+    spec = get_spec(engine, kind="video")
+    if spec.uses_faces:
+        return False
+    module, _, name = spec.target.partition(":")
+    return getattr(getattr(importlib.import_module(module), name), "writes_frames", True) is False
+
+
 def faces_stage(job: Job, video, inputs_sha: str | None) -> faces.TrackedFaces | None:
     """The face track of the normalized video, for engines that work on faces (cached per reference video)."""
     if not get_spec(job.engine, kind="video").uses_faces:
@@ -272,7 +284,9 @@ def run_stages(job: Job) -> LocalizeResult:
         modes = segment.LengthModes(audio_longer=p.audio_longer, video_longer=p.video_longer)
         plan = segment.plan_segments_task(audio.model_uri, video.frame_count, Fraction(video.fps_num, video.fps_den),
                                           p.max_segment_s, modes)
-        segments = segment.cut_segments_task(plan, video.uri, audio.model_uri, job.workdir / "segments")
+        in_plan_order = not plan.is_forward and engine_keeps_frames(job.engine)  # frames made by the final encode
+        segments = segment.cut_segments_task(plan, video.uri, audio.model_uri, job.workdir / "segments",
+                                             write_video=not in_plan_order)
         if tracked is not None:
             segments = faces.segment_tracks(segments, [s.source_frames() for s in plan.segments], tracked.path,
                                             job.workdir / "segments")
@@ -289,7 +303,10 @@ def run_stages(job: Job) -> LocalizeResult:
 
     # 7. Join the segments' frames frame-accurately (no re-encode).
     with job.stage_of("merge"):
-        main_video = merge.merge_results_task(results, job.workdir / "main.mp4")
+        if in_plan_order:  # the engine kept its input frames: the normalized video, read in the plan's order
+            main_video, main_runs = video.uri, plan.runs
+        else:
+            main_video, main_runs = merge.merge_results_task(results, job.workdir / "main.mp4"), None
 
     # 8. One final encode: subtitles, intro/outro, delivery audio.
     with job.stage_of("post"):
@@ -297,7 +314,8 @@ def run_stages(job: Job) -> LocalizeResult:
                           PostParams(burn_subtitles=p.burn_subtitles, soft_subtitles=p.soft_subtitles,
                                      preset=p.x264_preset, crf=p.crf),
                           subtitles_uri=local["subtitles"], intro_uri=local["intro"], outro_uri=local["outro"],
-                          progress=lambda f: job.progress.update("post", f), main_frame_limit=plan.total_frames)
+                          progress=lambda f: job.progress.update("post", f),
+                          main_frame_limit=plan.total_frames if main_runs is None else None, main_runs=main_runs)
 
     # 9. Archive: deliverable + sidecars + validation, manifest.json last.
     with job.stage_of("archive"):

@@ -53,6 +53,29 @@ def _warm_validation() -> None:
         _gx()
 
 
+def prefetch_validation(params: LocalizeParams) -> bool:
+    """Start validating the job's local inputs now, in a background thread, so that the full decode of the video
+    overlaps Prefect's start-up; the flow's validate task takes the result (`tasks/prefetch.py`). An optimisation
+    only: anything that stops it here leaves validation to the flow."""
+    try:
+        from lipline.engine_choice import choose_engine
+        from lipline.models.registry import get_spec
+        from lipline.tasks.validate import prefetch_inputs
+
+        engine, _notices = choose_engine(params)
+        faces = params.lipsync.face if get_spec(engine, kind="video").uses_faces else None
+        files = {role: uri for role, uri in job_inputs(params).items() if uri}
+        return prefetch_inputs(files, params.contract_overrides, faces=faces)
+    except Exception:  # noqa: BLE001 - the flow validates (and reports any problem) itself
+        return False
+
+
+def job_inputs(params: LocalizeParams) -> dict[str, str | None]:
+    """Role -> URI of every input of a job (None: not given), as the flow validates them."""
+    return {"video": params.video_uri, "audio": params.audio_uri, "subtitles": params.subtitles_uri,
+            "intro": params.intro_uri, "outro": params.outro_uri}
+
+
 def check_store(params: LocalizeParams) -> None:
     """Refuse a store that cannot be used (unknown scheme, wrong credentials, unreachable, read-only) in one
     line, before Prefect starts; the flow checks it again for runs started elsewhere."""
@@ -68,6 +91,7 @@ def check_store(params: LocalizeParams) -> None:
 def run_localize(params: LocalizeParams, *, show_progress: bool = True, console: Console | None = None):
     """Execute `localize` and return its `LocalizeResult`; Lipline errors propagate unchanged."""
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    prefetch_validation(params)  # the video's full decode runs while Prefect's embedded API starts
     threading.Thread(target=_warm_validation, name="lipline-warm-gx", daemon=True).start()
     from lipline.flows.localize import localize
 

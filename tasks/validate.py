@@ -26,6 +26,7 @@ Flow per file::
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import json
@@ -33,12 +34,14 @@ import math
 import string
 import tempfile
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
 from lipline.errors import InputError, UnknownScheme
 from lipline.records import LoudnessMeasure, MediaProbe, Role, ValidationReport, Violation
+from lipline.tasks import prefetch
 from lipline.tasks.subtitle_files import measure_subtitles
 from lipline.uris import local_path
 
@@ -46,7 +49,7 @@ __all__ = [
     "ROLES",
     "validate_file",
     "validate_inputs",
-    "validate",
+    "prefetch_inputs",
     "override_keys",
     "load_contract",
     "measure_media",
@@ -356,7 +359,23 @@ def validate_file(uri: str, role: Role, overrides: Mapping[str, float | int] | N
 
 def validate_inputs(files: Mapping[str, str], overrides: Mapping[str, float | int] | None = None, *,
                     workdir: Path | None = None, faces: str | None = None) -> list[ValidationReport]:
-    """Validate every input of a job (`files`: role -> URI); media first, then subtitles against the media end."""
+    """Validate every input of a job (`files`: role -> URI); media first, then subtitles against the media end.
+    Takes the result `prefetch_inputs` started for exactly this request, when there is one."""
+    early = prefetch.take(files, overrides, faces)
+    if early is not None:
+        return early.result()
+    return _validate_inputs(files, overrides, workdir=workdir, faces=faces)
+
+
+def prefetch_inputs(files: Mapping[str, str], overrides: Mapping[str, float | int] | None = None, *,
+                    faces: str | None = None) -> bool:
+    """Start `validate_inputs` of local inputs in a background thread (`tasks/prefetch.py`); False if remote."""
+    files, overrides = dict(files), dict(overrides or {})
+    return prefetch.start(files, overrides, faces, lambda: _validate_inputs(files, overrides, faces=faces))
+
+
+def _validate_inputs(files: Mapping[str, str], overrides: Mapping[str, float | int] | None = None, *,
+                     workdir: Path | None = None, faces: str | None = None) -> list[ValidationReport]:
     _check_overrides(overrides)
     unknown = [r for r in files if r not in ROLES]
     if unknown:
@@ -364,11 +383,17 @@ def validate_inputs(files: Mapping[str, str], overrides: Mapping[str, float | in
                          "roles: " + ", ".join(ROLES))
     if workdir is None:  # a private temp dir for downloads, removed before returning
         with tempfile.TemporaryDirectory(prefix="lipline-validate-") as tmp:
-            return validate_inputs(files, overrides, workdir=Path(tmp), faces=faces)
-    reports: dict[str, ValidationReport] = {}
-    for role in ("video", "audio", "intro", "outro"):
-        if files.get(role):
-            reports[role] = validate_file(files[role], role, overrides, workdir=workdir, faces=faces)
+            return _validate_inputs(files, overrides, workdir=Path(tmp), faces=faces)
+    media = [role for role in MEDIA_ROLES if files.get(role)]
+    for role in media:  # remote inputs fetched one by one first (two roles may name one URI); failures are reported
+        with contextlib.suppress(InputError, UnknownScheme):  # by the measurement, as a failed report
+            local_path(files[role], workdir)
+    # The media are measured at the same time (the video's full decode, the dub's loudness pass and the bumpers
+    # use different cores); the great-expectations checks stay serialized (`_run_suite`).
+    with ThreadPoolExecutor(max_workers=max(1, len(media)), thread_name_prefix="lipline-validate") as pool:
+        futures = {role: pool.submit(validate_file, files[role], role, overrides, workdir=workdir, faces=faces)
+                   for role in media}
+        reports: dict[str, ValidationReport] = {role: future.result() for role, future in futures.items()}
     if files.get("subtitles"):
         duration = None
         for role in ("audio", "video"):
@@ -393,4 +418,10 @@ def _make_task():
     return validate
 
 
-validate = _make_task()
+def __getattr__(name: str):
+    """The Prefect task `validate`, built on first use: measuring and checking files never imports Prefect."""
+    if name == "validate":
+        task = _make_task()
+        globals()["validate"] = task
+        return task
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,50 @@
+"""Validation started early (`lipline run` before Prefect starts) and taken by the flow's validate task."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from lipline.errors import InputError
+from lipline.tasks import prefetch
+from lipline.tasks.validate import prefetch_inputs, validate_inputs
+from tests import media_factory as mf
+
+
+def test_the_same_request_takes_the_prefetched_reports(media, tmp_path):
+    files = {"video": str(media.video), "audio": str(media.dub), "subtitles": str(media.subtitles)}
+    assert prefetch_inputs(files, {"video.fps.min_fps": 15})
+    early = prefetch.take(files, {"video.fps.min_fps": 15}, None)
+    assert early is not None and prefetch.take(files, {"video.fps.min_fps": 15}, None) is None  # taken once
+    fresh = validate_inputs(files, {"video.fps.min_fps": 15})
+    assert [r.model_dump() for r in early.result()] == [r.model_dump() for r in fresh]
+
+    assert prefetch_inputs(files, {"video.fps.min_fps": 15})
+    reports = validate_inputs(files, {"video.fps.min_fps": 15})
+    assert [r.model_dump() for r in reports] == [r.model_dump() for r in fresh]
+    assert prefetch.take(files, {"video.fps.min_fps": 15}, None) is None  # the validation took it
+
+
+def test_a_different_or_changed_request_is_measured_again(media, tmp_path):
+    dub = shutil.copyfile(media.dub, tmp_path / "dub.wav")
+    files = {"audio": str(dub)}
+    assert prefetch_inputs(files, None)
+    assert prefetch.take(files, None, "largest") is None  # another face choice: not this request
+    mf.write_audio(dub, mf.speech_like(3.0, seed=9))  # the file changes after the prefetch started
+    os.utime(dub, ns=(0, 10**18))
+    assert prefetch.take(files, None, None) is None
+    assert validate_inputs(files)[0].probe.audio.duration_s == pytest.approx(3.0, abs=0.05)
+
+
+def test_errors_travel_with_the_result(media):
+    files = {"audio": str(media.dub)}
+    assert prefetch_inputs(files, {"nope": 1})
+    with pytest.raises(InputError, match="nope"):
+        validate_inputs(files, {"nope": 1})
+
+
+def test_remote_inputs_are_not_prefetched():
+    assert prefetch.request_key({"video": "s3://bucket/talk.mp4"}, None, None) is None
+    assert not prefetch_inputs({"video": "s3://bucket/talk.mp4"}, None)
