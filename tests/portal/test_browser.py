@@ -71,6 +71,8 @@ def browser(tmp_path_factory):
                                               "download.prompt_for_download": False})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.implicitly_wait(0)
+    # a click that submits the check waits for the next page; on two busy cores that can exceed selenium's 120 s
+    driver.command_executor._client_config.timeout = 600
     driver.downloads = downloads
     yield driver
     driver.quit()
