@@ -68,7 +68,8 @@ class InProcessRunner:
 
     mode = "in-process"
 
-    def __init__(self) -> None:
+    def __init__(self, warm_up: bool = True) -> None:
+        self.warm_up = warm_up
         self._queue: queue.Queue[LocalizeParams] = queue.Queue()
         self._live: dict[str, _Live] = {}
         self._thread = threading.Thread(target=self._work, name="lipline-portal-jobs", daemon=True)
@@ -98,7 +99,8 @@ class InProcessRunner:
         from lipline.progress import listening
         from lipline.runner import run_localize
 
-        self._warm_up()
+        if self.warm_up:
+            self._warm_up()
         while True:
             params = self._queue.get()
             live = self._live[params.job_id]

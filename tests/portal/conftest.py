@@ -46,14 +46,14 @@ def login(client, password: str = PASSWORD):
 
 @pytest.fixture
 def portal_app(users_file, tmp_path):
-    """A portal on a fresh local store (in-process runner: nothing starts unless a test starts a job)."""
+    """A portal on a fresh local store (in-process runner, not warmed: these tests start no job)."""
     from lipline.portal.app import create_app
     from lipline.portal.jobs import InProcessRunner, Jobs
     from lipline.store import Store
 
     store = Store(str(tmp_path / "store"))
     return create_app(store=store, users_file=users_file, secret="test-secret", max_upload_mb=4.0,
-                      jobs=Jobs(store, InProcessRunner()))
+                      jobs=Jobs(store, InProcessRunner(warm_up=False)))
 
 
 @pytest.fixture

@@ -98,7 +98,8 @@ def test_uploads_stream_into_an_s3_store(s3_env, users_file, media):
     from tests.portal.conftest import CSRF, login
 
     store = Store(f"s3://{s3_env.bucket}/portal-test")
-    app = create_app(store=store, users_file=users_file, secret="s", jobs=Jobs(store, InProcessRunner()))
+    app = create_app(store=store, users_file=users_file, secret="s",
+                     jobs=Jobs(store, InProcessRunner(warm_up=False)))
     client = TestClient(app)
     login(client)
     token = CSRF.search(client.get("/").text).group(1)
