@@ -50,7 +50,7 @@ else
   ET2_ARGS=(--full --dtypes bf16 --deepcache on --schedulers ddim:20)
   VE_ARGS=(--full --seconds 10 --versions 1.5,1.6 --overlaps 2 --precision fp16)
   NUM_ARGS=(--versions 1.5,1.6)
-  LIMITS=(200 60 150 60)
+  LIMITS=(180 60 180 60)  # 480 s in all
 fi
 
 {
