@@ -37,7 +37,7 @@ START=$(date +%s)
 
 if [ "$REDUCED" = 1 ]; then
   export CUDA_VISIBLE_DEVICES=""  # the CPU code paths even on a GPU machine
-  DEVICE="CPU reduced run (no GPU used): $(uname -m), $(nproc) cores"
+  DEVICE="CPU reduced run (no GPU used): $(uname -m), $(getconf _NPROCESSORS_ONLN) cores"
   ET_ARGS=(--reduced --frames 2 --versions 1.5 --schedulers ddim:2,dpmpp:1)
   ET2_ARGS=()  # the CPU has no bf16 speed to measure: the bf16 run is the same code path as step 1
   VE_ARGS=(--seconds 1 --width 320 --height 240 --fps 8 --overlaps 0 --steps 1)
