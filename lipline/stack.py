@@ -7,11 +7,10 @@
 3. work pools `cpu` and `gpu` (type process, with concurrency limits) and the deployments of
    `deployments/prefect.yaml` (`prefect deploy --all`, `LIPLINE_CHECKOUT` unset: see deployments/README.md);
 4. one `cpu` worker (`--limit cpu_jobs`) and N GPU workers, `CUDA_VISIBLE_DEVICES=i` for the i-th one when
-   `nvidia-smi` lists GPUs, else on CPU. With `--gpu-backend task-workers` they are warm
+   `nvidia-smi` lists GPUs, else on CPU. With `--gpu-backend task-workers` (the default) they are warm
    `lipline gpu-worker` processes (Prefect task workers: the model loaded once per worker, every segment of every
-   job fanned out over them; the cpu worker's flow runs get `LIPLINE_GPU_BACKEND=task-workers`; KNOWN ISSUE: from
-   a deployed `localize` run the task worker cannot unpickle the segment's parameters, "No module named
-   'localize'", so it is not the default yet); with `--gpu-backend deployment` (the default) they are process workers on the `gpu` pool (`--limit 1` each: a fresh process, a
+   job fanned out over them; the cpu worker's flow runs get `LIPLINE_GPU_BACKEND=task-workers`); with
+   `--gpu-backend deployment` they are process workers on the `gpu` pool (`--limit 1` each: a fresh process, a
    model load, per run of `lipsync-segments/gpu`). The `gpu` pool and that deployment exist either way;
 5. small sample inputs in the store, so the printed `curl` line starts a real job as it is.
 
@@ -181,7 +180,7 @@ class StackState:
     secret_key: str
     gpu_workers: int
     gpus: int
-    gpu_backend: str = "deployment"
+    gpu_backend: str = "task-workers"
     processes: list[StackProcess] = field(default_factory=list)
     curl: str = ""
     samples: dict[str, str] = field(default_factory=dict)
@@ -466,7 +465,7 @@ class UpOptions:
     query_seconds: int = 5
     samples: bool = True
     timeout: float = 180.0
-    gpu_backend: str = "deployment"  # task-workers: see the module docstring (known issue)
+    gpu_backend: str = "task-workers"
 
 
 def gpu_worker_commands(opts: UpOptions, gpus: int, prefect: str, host: str) -> list[tuple[str, list[str], dict]]:

@@ -50,7 +50,7 @@ def up(
     state_dir: Optional[Path] = STATE_DIR,
     gpu_workers: int = typer.Option(1, "--gpu-workers", min=0, help="GPU workers: one per GPU; on CPU when there "
                                                                     "is no GPU"),
-    gpu_backend: str = typer.Option("deployment", "--gpu-backend",
+    gpu_backend: str = typer.Option("task-workers", "--gpu-backend",
                                     help="task-workers: warm `lipline gpu-worker` processes (model loaded once per "
                                          "worker); deployment: process workers on the gpu pool (a fresh process per "
                                          "run)"),

@@ -153,7 +153,7 @@ def test_stack_commands_import_neither_torch_nor_prefect_until_they_need_it(tmp_
 
 @pytest.mark.parametrize("gpus", [0, 2])
 def test_gpu_workers_are_warm_lipline_gpu_workers_one_per_gpu(gpus):
-    opts = stack.UpOptions(state_dir=Path("s"), gpu_workers=2, gpu_backend="task-workers")
+    opts = stack.UpOptions(state_dir=Path("s"), gpu_workers=2)
     workers = stack.gpu_worker_commands(opts, gpus, "/bin/prefect", "host")
     assert [name for name, _, _ in workers] == ["gpu-worker-1", "gpu-worker-2"]
     assert all(cmd == [sys.executable, "-m", "lipline.cli", "gpu-worker"] for _, cmd, _ in workers)
@@ -169,7 +169,6 @@ def test_the_deployment_backend_starts_process_workers_on_the_gpu_pool_and_no_gp
     assert cmd == ["/bin/prefect", "worker", "start", "--pool", "gpu", "--name", "gpu-host-1", "--limit", "1"]
     assert stack.cpu_backend_env(opts) == {"LIPLINE_GPU_BACKEND": "deployment"}
     none = stack.UpOptions(state_dir=Path("s"), gpu_workers=0)
-    assert none.gpu_backend == "deployment"  # the default until task workers run from deployed flows
     assert stack.gpu_worker_commands(none, 0, "/bin/prefect", "host") == []
     assert stack.cpu_backend_env(none) == {"LIPLINE_GPU_BACKEND": "in-process"}
 

@@ -1,6 +1,7 @@
 """`lipline stack up|status|webhook|down` for real, once for the whole module: SeaweedFS, `prefect server`, a cpu
-worker and two gpu workers (on CPU), the deployments; a job started with the exact `curl` line `up` printed
-completes with its deliverable in the S3 store; a Prefect automation POSTs to a local HTTP receiver when a
+worker and two warm GPU workers (`lipline gpu-worker`, on CPU), the deployments; a job started with the exact
+`curl` line `up` printed completes with its deliverable in the S3 store and its segments lip-synced by the GPU
+workers; a Prefect automation POSTs to a local HTTP receiver when a
 `localize` run completes and when one fails; `down` leaves no process behind."""
 
 from __future__ import annotations
@@ -126,14 +127,21 @@ def test_status_shows_every_process_the_api_and_the_pools(stack):
     report = json.loads(st.stdout)
     assert report["up"] is True and report["api_healthy"] is True
     assert report["processes"] == {"seaweedfs": True, "server": True, "worker-cpu": True,
-                                   "worker-gpu-1": True, "worker-gpu-2": True}
+                                   "gpu-worker-1": True, "gpu-worker-2": True}
+    assert report["gpu_backend"] == "task-workers"
     assert [w["status"] for w in report["pools"]["cpu"]] == ["ONLINE"]
-    assert sorted(w["name"].rsplit("-", 1)[1] for w in report["pools"]["gpu"]) == ["1", "2"]
-    assert {w["status"] for w in report["pools"]["gpu"]} == {"ONLINE"}
+    assert report["pools"]["gpu"] == []  # the pool stays (the deployment backend's), no process worker on it
+    serving = {w["identifier"].rsplit("-", 1)[1]: w["task_keys"] for w in report["task_workers"]}
+    assert set(serving) == {str(pid) for pid in gpu_worker_pids(stack)}
+    assert all(keys and keys[0].startswith("lipsync_on_gpu-") for keys in serving.values()), serving
     pools = {name: httpx.get(f"{stack.api}/work_pools/{name}").json() for name in ("cpu", "gpu")}
     assert pools["cpu"]["concurrency_limit"] == 2 and pools["gpu"]["concurrency_limit"] == 2
     text = lipline("stack", "status", "--state-dir", str(stack.dir))
-    assert "worker-gpu-2" in text.stdout and "healthy" in text.stdout
+    assert "gpu-worker-2" in text.stdout and "healthy" in text.stdout and "(lipsync_on_gpu)" in text.stdout
+
+
+def gpu_worker_pids(stack: Stack) -> set[int]:
+    return {p["pid"] for p in stack.state["processes"] if p["name"].startswith("gpu-worker-")}
 
 
 def test_lipline_deploy_applies_prefect_yaml_to_a_running_api_in_place(stack):
@@ -172,6 +180,7 @@ def jobs(stack, receiver):
     bad = httpx.post(f"{stack.api}/deployments/{deployment}/create_flow_run", json={"parameters": {"params": {
         "video_uri": f"s3://lipline/inputs/{tag}/broken.mp4", "audio_uri": stack.state["samples"]["audio_uri"],
         "job_id": f"bad-{tag}"}}}).json()
+    assert "id" in good and "id" in bad, (good, bad)
     return {"good": good["id"], "bad": bad["id"], "bad_job": f"bad-{tag}", "t0": t0}
 
 
@@ -180,10 +189,8 @@ def test_the_printed_curl_line_runs_a_job_whose_deliverable_lands_in_the_s3_stor
     print(f"job through the stack: {time.monotonic() - jobs['t0']:.0f} s")
     assert run["state_type"] == "COMPLETED", f"{run['state_name']}: {run['state'].get('message')}\n{stack.logs()}"
     assert run["work_pool_name"] == "cpu"
-    children = httpx.post(f"{stack.api}/flow_runs/filter", json={"flow_runs": {
-        "parent_flow_run_id": {"any_": [run["id"]]}}}).json()
-    gpu = [r for r in httpx.post(f"{stack.api}/flow_runs/filter", json={}).json() if r["work_pool_name"] == "gpu"]
-    assert gpu and all(r["state_type"] == "COMPLETED" for r in gpu), (children, gpu)
+    flow_runs = httpx.post(f"{stack.api}/flow_runs/filter", json={}).json()
+    assert not [r for r in flow_runs if r["work_pool_name"] == "gpu"]  # no child run: the warm workers did it
     s3 = stack.s3()
     manifests = [k for k in s3.find("lipline/jobs") if k.endswith("/manifest.json")]
     mine = [json.loads(s3.cat_file(k)) for k in manifests]
@@ -192,6 +199,9 @@ def test_the_printed_curl_line_runs_a_job_whose_deliverable_lands_in_the_s3_stor
     final = mine[0]["outputs"]["final.mp4"]
     assert final["uri"].startswith("s3://lipline/jobs/") and final["uri"].endswith("/final.mp4")
     assert s3.info(final["uri"].removeprefix("s3://"))["size"] == final["bytes"] > 10_000
+    segments = mine[0]["engine"]["segments"]
+    assert segments and {s["worker"]["pid"] for s in segments} <= gpu_worker_pids(stack), segments
+    assert {s["worker"]["pool"] for s in segments} == {"gpu"}
 
 
 def _wait_for(received: list[dict], run_id: str, timeout: float = 60) -> dict:
@@ -214,7 +224,6 @@ def test_a_webhook_is_posted_when_a_run_completes_and_when_one_fails(stack, jobs
     assert completed["body"]["event"] == "prefect.flow-run.Completed" and completed["body"]["state"] == "Completed"
     assert completed["body"]["flow"] == "localize"
     assert failed["body"]["event"] == "prefect.flow-run.Failed" and failed["body"]["job_id"] == jobs["bad_job"]
-    # the gpu child runs (flow lipsync-segments) are not reported: the automation watches `localize` only
     assert {n["body"]["flow"] for n in received} == {"localize"}
 
 
@@ -226,7 +235,7 @@ def test_down_stops_everything_and_leaves_no_process(stack):
     assert down.returncode == 0, down.stdout + down.stderr
     assert "stack down" in down.stdout
     names = [line.split()[0] for line in down.stdout.splitlines() if " pid " in line]
-    assert names[:3] == sorted(["worker-cpu", "worker-gpu-1", "worker-gpu-2"]) and names[3:] == ["server", "seaweedfs"]
+    assert sorted(names[:3]) == ["gpu-worker-1", "gpu-worker-2", "worker-cpu"] and names[3:] == ["server", "seaweedfs"]
     for pid in pids:  # each process led its own session; its flow-run children stayed in it
         assert session_members(pid) == [], f"processes left in session {pid}"
     with pytest.raises(httpx.HTTPError):
