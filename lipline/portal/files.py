@@ -64,23 +64,43 @@ def serve(store: Store, key: str, range_header: str | None, *, download_name: st
     return StreamingResponse(_read(store, key, 0, size), headers=headers, media_type=media_type)
 
 
-def presigned_url(store: Store, key: str, *, download_name: str | None = None, expires_s: int = 3600) -> str | None:
-    """A presigned (SigV4) GET URL on S3 stores, so the browser downloads from S3 directly; None elsewhere. The
-    endpoint and credentials are the store's (`Settings.s3_options`)."""
-    if store.local or not set(store.fs.protocol if isinstance(store.fs.protocol, tuple) else (store.fs.protocol,)) \
-            & {"s3", "s3a"}:
-        return None
+def is_s3(store: Store) -> bool:
+    """The store is an S3 bucket (presigned URLs and multipart uploads apply)."""
+    protocols = store.fs.protocol if isinstance(store.fs.protocol, tuple) else (store.fs.protocol,)
+    return not store.local and bool(set(protocols) & {"s3", "s3a"})
+
+
+def bucket_and_key(store: Store, key: str) -> tuple[str, str]:
+    """(bucket, object key) of a store key."""
+    bucket, _, object_key = store.backend.path(key).partition("/")
+    return bucket, object_key
+
+
+def s3_client(*, public: bool):
+    """A botocore S3 client with the store's credentials (`Settings.s3_options`): on the endpoint browsers reach
+    (``LIPLINE_PORTAL_S3_PUBLIC_URL``, for presigning) when `public`, else on the store's own endpoint."""
     import boto3
     from botocore.config import Config
 
     settings = get_settings()
     options = settings.s3_options()
     client_kwargs = options.get("client_kwargs", {})
-    client = boto3.client("s3", endpoint_url=settings.portal_s3_public_url or client_kwargs.get("endpoint_url"),
-                          region_name=client_kwargs.get("region_name"), aws_access_key_id=options.get("key"),
-                          aws_secret_access_key=options.get("secret"), config=Config(signature_version="s3v4"))
-    bucket, _, object_key = store.backend.path(key).partition("/")
+    endpoint = client_kwargs.get("endpoint_url")
+    if public and settings.portal_s3_public_url:
+        endpoint = settings.portal_s3_public_url
+    return boto3.client("s3", endpoint_url=endpoint, region_name=client_kwargs.get("region_name"),
+                        aws_access_key_id=options.get("key"), aws_secret_access_key=options.get("secret"),
+                        config=Config(signature_version="s3v4"))
+
+
+def presigned_url(store: Store, key: str, *, download_name: str | None = None, expires_s: int = 3600) -> str | None:
+    """A presigned (SigV4) GET URL on S3 stores, so the browser downloads from S3 directly; None elsewhere. The
+    endpoint and credentials are the store's (`Settings.s3_options`)."""
+    if not is_s3(store):
+        return None
+    bucket, object_key = bucket_and_key(store, key)
     params = {"Bucket": bucket, "Key": object_key}
+    client = s3_client(public=True)
     if download_name:
         params["ResponseContentDisposition"] = f'attachment; filename="{download_name}"'
     return client.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_s)

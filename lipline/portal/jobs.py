@@ -1,8 +1,8 @@
-"""Start and watch `localize` jobs from the portal.
+"""Start and watch `localize` and `preview` jobs from the portal.
 
 Two runners, chosen by ``LIPLINE_PORTAL_RUNNER``: `DeploymentRunner` creates a flow run of the ``localize/localize``
-deployment through ``PREFECT_API_URL`` (workers run it); `InProcessRunner` runs the flow in a background thread of
-the portal, one job at a time (the embedded defaults: a laptop, a local store). Each started job leaves a record at
+(or ``preview/preview``) deployment through ``PREFECT_API_URL`` (workers run it); `InProcessRunner` runs the flow
+in a background thread of the portal, one job at a time (the embedded defaults: a laptop, a local store). Each started job leaves a record at
 ``_portal/jobs/<job_id>.json``; its state comes from the store first (``manifest.json`` = completed,
 ``status.json`` = failed, with its stage and reasons), then from the runner (Prefect's flow-run state and progress
 artifact, or the thread's own progress).
@@ -24,7 +24,8 @@ from lipline.settings import get_settings
 from lipline.store import Store
 
 JOBS = "_portal/jobs"
-DEPLOYMENT = "localize/localize"
+#: what the start form offers: flow -> its deployment (a preview is ≤ 512 px, ≤ 30 s, on the `laptop` pool)
+DEPLOYMENTS = {"localize": "localize/localize", "preview": "preview/preview"}
 
 
 class JobStartError(LiplineError):
@@ -70,14 +71,14 @@ class InProcessRunner:
 
     def __init__(self, warm_up: bool = True) -> None:
         self.warm_up = warm_up
-        self._queue: queue.Queue[LocalizeParams] = queue.Queue()
+        self._queue: queue.Queue[tuple[str, LocalizeParams]] = queue.Queue()
         self._live: dict[str, _Live] = {}
         self._thread = threading.Thread(target=self._work, name="lipline-portal-jobs", daemon=True)
         self._thread.start()
 
-    def submit(self, params: LocalizeParams) -> str | None:
+    def submit(self, params: LocalizeParams, flow: str = "localize") -> str | None:
         self._live[params.job_id] = _Live()
-        self._queue.put(params)
+        self._queue.put((flow, params))
         return None
 
     @staticmethod
@@ -95,14 +96,28 @@ class InProcessRunner:
         except Exception:  # noqa: BLE001 - a warm-up only: the first job starts the API itself and reports errors
             pass
 
+    @staticmethod
+    def _run(flow: str, params: LocalizeParams) -> list[str]:
+        """Run one job's flow here; its notices. A preview runs with ``resubmit=False``: in-process there is no
+        gpu pool to hand it to, so out of memory (or too slow) fails it like any job."""
+        from lipline.runner import quiet_expected_failures, run_localize
+
+        if flow == "localize":
+            return list(run_localize(params, show_progress=False).notices)
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+        quiet_expected_failures()
+        from lipline.flows.preview import preview
+
+        made = preview(params, resubmit=False)
+        return list(made.localize.notices) if made.localize is not None else []
+
     def _work(self) -> None:
         from lipline.progress import listening
-        from lipline.runner import run_localize
 
         if self.warm_up:
             self._warm_up()
         while True:
-            params = self._queue.get()
+            flow, params = self._queue.get()
             live = self._live[params.job_id]
             live.state = "Running"
 
@@ -111,9 +126,9 @@ class InProcessRunner:
 
             try:
                 with listening(on_progress):
-                    result = run_localize(params, show_progress=False)
+                    notices = self._run(flow, params)
                 live.state, live.progress = "Completed", 1.0
-                live.message = " ".join(result.notices)
+                live.message = " ".join(notices)
             except Exception as exc:  # noqa: BLE001 - a job's failure is shown in the job list, never raised here
                 problem = user_error(exc)
                 live.state, live.message = "Failed", one_line(problem if problem is not None else exc)
@@ -126,18 +141,20 @@ class InProcessRunner:
 
 
 class DeploymentRunner:
-    """Creates flow runs of the ``localize/localize`` deployment on the Prefect API of ``PREFECT_API_URL``."""
+    """Creates flow runs of the ``localize/localize`` (or ``preview/preview``) deployment on the Prefect API of
+    ``PREFECT_API_URL``."""
 
     mode = "deployment"
 
-    def submit(self, params: LocalizeParams) -> str | None:
+    def submit(self, params: LocalizeParams, flow: str = "localize") -> str | None:
         from prefect.deployments import run_deployment
         from prefect.exceptions import ObjectNotFound
 
+        deployment = DEPLOYMENTS[flow]
         try:
-            run = run_deployment(DEPLOYMENT, parameters={"params": params.model_dump(mode="json")}, timeout=0)
+            run = run_deployment(deployment, parameters={"params": params.model_dump(mode="json")}, timeout=0)
         except ObjectNotFound as exc:
-            raise JobStartError(f"deployment {DEPLOYMENT} not found on {os.environ.get('PREFECT_API_URL')}: "
+            raise JobStartError(f"deployment {deployment} not found on {os.environ.get('PREFECT_API_URL')}: "
                                 "apply it with `lipline deploy` (or `lipline stack up`)") from exc
         return str(run.id)
 
@@ -186,18 +203,20 @@ class Jobs:
     def __init__(self, store: Store, runner: InProcessRunner | DeploymentRunner) -> None:
         self.store, self.runner = store, runner
 
-    def start(self, params: LocalizeParams, *, user: str, draft: str) -> str:
-        """Record the job, then hand it to the runner; returns the job id."""
+    def start(self, params: LocalizeParams, *, user: str, draft: str, flow: str = "localize") -> str:
+        """Record the job, then hand `flow` (``localize`` or ``preview``) to the runner; returns the job id."""
+        if flow not in DEPLOYMENTS:
+            raise JobStartError(f"unknown job kind {flow!r}: choose one of {', '.join(DEPLOYMENTS)}")
         if params.job_id is None:
             params = params.model_copy(update={"job_id": new_job_id()})
         key = f"{JOBS}/{params.job_id}.json"
         if self.store.exists(key) and not params.replace:
             raise JobStartError(f"job {params.job_id} was already started from the portal: choose another job id "
                                 "or tick 'replace'")
-        record = {"job_id": params.job_id, "draft": draft, "user": user, "mode": self.runner.mode,
+        record = {"job_id": params.job_id, "draft": draft, "user": user, "mode": self.runner.mode, "flow": flow,
                   "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                   "params": params.model_dump(mode="json"), "flow_run_id": None}
-        record["flow_run_id"] = self.runner.submit(params)
+        record["flow_run_id"] = self.runner.submit(params, flow)
         self.store.put_json(record, key)
         return params.job_id
 

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from lipline.errors import LiplineError, one_line
 from lipline.params import JOB_ID
-from lipline.portal import files, forms, uploads
+from lipline.portal import files, forms, multipart, uploads
 from lipline.portal.app import check_csrf, portal_of, posted_form
 from lipline.portal.jobs import JobStartError
 from lipline.settings import get_settings
@@ -75,7 +75,8 @@ def _draft_page(request: Request, draft: str, status: int = 200, **extra) -> Res
     return portal.page(request, "draft.html", status=status, draft=draft, roles=uploads.ROLES, files=present,
                        allowed={r: sorted(e) for r, e in uploads.ALLOWED.items()}, reports=reports,
                        fields=forms.form_fields(), values=extra.pop("values", {}),
-                       max_mb=portal.max_upload_mb, preview_flow=preview_flow_available(), **extra)
+                       max_mb=portal.max_upload_mb, preview_flow=preview_flow_available(),
+                       upload_mode="multipart" if files.is_s3(portal.store) else "stream", **extra)
 
 
 @router.get("/drafts/{draft}", response_class=HTMLResponse)
@@ -112,6 +113,67 @@ async def upload(request: Request, draft: str, role: str) -> JSONResponse:
     return JSONResponse({"role": stored.role, "name": stored.name, "size": stored.size, "sha256": stored.sha256})
 
 
+async def _multipart_call(request: Request, draft: str, action, *args) -> JSONResponse:
+    """A multipart step (S3 stores only): CSRF from ``X-CSRF-Token``, the JSON body's fields as `args`' sources,
+    refusals and store errors as one-line JSON errors."""
+    check_csrf(request, request.headers.get("x-csrf-token"))
+    portal = portal_of(request)
+    try:
+        draft = uploads.check_draft_id(draft)
+        if not files.is_s3(portal.store):
+            raise uploads.UploadRefused("this portal's store is not S3: upload through PUT /api/drafts/DRAFT/ROLE",
+                                        status=409)
+        try:
+            body = await request.json()
+        except ValueError:
+            raise uploads.UploadRefused("the request body must be JSON") from None
+        if not isinstance(body, dict):
+            raise uploads.UploadRefused("the request body must be a JSON object")
+        return JSONResponse(await run_in_threadpool(action, portal, draft, body, request.session["user"], *args))
+    except uploads.UploadRefused as exc:
+        return JSONResponse({"error": str(exc)}, status_code=exc.status)
+    except LiplineError as exc:
+        return JSONResponse({"error": one_line(exc)}, status_code=502)
+
+
+def _start_multipart(portal, draft: str, body: dict, user: str, role: str) -> dict:
+    size = body.get("size")
+    if not isinstance(size, int) or isinstance(size, bool):
+        raise uploads.UploadRefused("size must be the file's size in bytes (an integer)")
+    return multipart.start(portal.store, draft, role, str(body.get("name", "")), size, portal.max_upload_mb, user)
+
+
+def _complete_multipart(portal, draft: str, body: dict, user: str, role: str) -> dict:
+    etags = body.get("etags")
+    if not isinstance(etags, list):
+        raise uploads.UploadRefused("etags must be the list of the parts' ETags, in part order")
+    stored = multipart.complete(portal.store, draft, role, str(body.get("upload_id", "")), etags)
+    return {"role": stored.role, "name": stored.name, "size": stored.size, "etag": stored.etag}
+
+
+def _abort_multipart(portal, draft: str, body: dict, user: str, role: str) -> dict:
+    multipart.abort(portal.store, draft, role, str(body.get("upload_id", "")))
+    return {"aborted": True}
+
+
+@router.post("/api/drafts/{draft}/{role}/multipart")
+async def multipart_start(request: Request, draft: str, role: str) -> JSONResponse:
+    """Start a presigned multipart upload: body ``{"name", "size"}``; returns the part size and part URLs."""
+    return await _multipart_call(request, draft, _start_multipart, role)
+
+
+@router.post("/api/drafts/{draft}/{role}/multipart/complete")
+async def multipart_complete(request: Request, draft: str, role: str) -> JSONResponse:
+    """Complete it: body ``{"upload_id", "etags"}``; the stored file is then sniffed like a streamed one."""
+    return await _multipart_call(request, draft, _complete_multipart, role)
+
+
+@router.post("/api/drafts/{draft}/{role}/multipart/abort")
+async def multipart_abort(request: Request, draft: str, role: str) -> JSONResponse:
+    """Abort it (a part failed in the browser): body ``{"upload_id"}``."""
+    return await _multipart_call(request, draft, _abort_multipart, role)
+
+
 async def _draft_post(request: Request, draft: str):
     """A form posted to a draft: (form, draft id, portal, the draft's files), CSRF checked."""
     form = await posted_form(request)
@@ -144,6 +206,7 @@ async def start(request: Request, draft: str) -> Response:
     """Start a job on the draft's files, once a check of exactly these files found nothing that fails."""
     form, draft, portal, present = await _draft_post(request, draft)
     values = {k: str(v) for k, v in form.items() if k != "csrf_token"}
+    flow = values.get("flow", "localize")
     missing = [r for r in ("video", "audio") if r not in present]
     reports = uploads.load_check(portal.store, draft, present)
     problem = None
@@ -156,7 +219,8 @@ async def start(request: Request, draft: str) -> Response:
     if problem is None:
         try:
             params = forms.parse_form(values, {r: m["uri"] for r, m in present.items()}, portal.store.root)
-            job_id = await run_in_threadpool(portal.jobs.start, params, user=request.session["user"], draft=draft)
+            job_id = await run_in_threadpool(portal.jobs.start, params, user=request.session["user"], draft=draft,
+                                             flow=flow)
             return RedirectResponse(f"/jobs/{job_id}", status_code=303)
         except (forms.FormError, JobStartError) as exc:
             problem = str(exc)

@@ -140,8 +140,31 @@ class Uploaded:
     key: str
     name: str
     size: int
-    sha256: str
+    sha256: str | None  # None for a presigned multipart upload (the server never reads it whole): see `etag`
     uri: str
+    etag: str | None = None
+
+
+def upload_key(draft: str, role: str, ext: str) -> str:
+    """The one object key of a draft's file for `role` (made here, never from the client)."""
+    return f"{PREFIX}/{check_draft_id(draft)}/{role}{ext}"
+
+
+def record_upload(store: Store, draft: str, role: str, name: str, key: str, size: int, user: str, *,
+                  sha256: str | None = None, etag: str | None = None) -> Uploaded:
+    """Record a stored upload's metadata (``<role>.json``) and remove the role's file of another type."""
+    ext = key[key.rindex("."):]
+    for other in set(ALLOWED[role]) - {ext}:  # one file per role: replace one of another type
+        store.delete(f"{PREFIX}/{draft}/{role}{other}")
+    meta = {"role": role, "key": key, "name": display_name(name), "size": size, "sha256": sha256, "etag": etag,
+            "uri": store.uri(key), "user": user, "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    store.put_json(meta, f"{PREFIX}/{draft}/{role}.json")
+    return Uploaded(role=role, key=key, name=meta["name"], size=size, sha256=sha256, uri=meta["uri"], etag=etag)
+
+
+def fingerprint(meta: dict) -> str:
+    """What identifies an upload's content for a check: its SHA-256, or the S3 ETag of a multipart upload."""
+    return meta.get("sha256") or f"etag:{meta.get('etag')}"
 
 
 class UploadSink:
@@ -178,16 +201,9 @@ class UploadSink:
         self._file.close()
         if not self._sniffed:
             self._sniff()
-        key = f"{PREFIX}/{check_draft_id(draft)}/{self.role}{self.ext}"
-        for other in set(ALLOWED[self.role]) - {self.ext}:  # one file per role: replace one of another type
-            store.delete(f"{PREFIX}/{draft}/{self.role}{other}")
+        key = upload_key(draft, self.role, self.ext)
         stored = store.put_file(self.path, key)
-        meta = {"role": self.role, "key": key, "name": display_name(self.name), "size": stored.size,
-                "sha256": stored.sha256, "uri": stored.uri, "user": user,
-                "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        store.put_json(meta, f"{PREFIX}/{draft}/{self.role}.json")
-        return Uploaded(role=self.role, key=key, name=meta["name"], size=stored.size, sha256=stored.sha256,
-                        uri=stored.uri)
+        return record_upload(store, draft, self.role, self.name, key, stored.size, user, sha256=stored.sha256)
 
     def discard(self) -> None:
         if not self._file.closed:
@@ -209,7 +225,7 @@ def draft_files(store: Store, draft: str) -> dict[str, dict]:
 
 def save_check(store: Store, draft: str, reports: list[dict], files: dict[str, dict]) -> None:
     """Remember a check's reports with the SHA-256 of each file checked (a later upload makes it stale)."""
-    store.put_json({"files": {r: m["sha256"] for r, m in files.items()}, "reports": reports},
+    store.put_json({"files": {r: fingerprint(m) for r, m in files.items()}, "reports": reports},
                    f"{PREFIX}/{draft}/check.json")
 
 
@@ -219,6 +235,6 @@ def load_check(store: Store, draft: str, files: dict[str, dict]) -> list[dict] |
     if not store.exists(key):
         return None
     check = store.read_json(key)
-    if check.get("files") != {r: m["sha256"] for r, m in files.items()}:
+    if check.get("files") != {r: fingerprint(m) for r, m in files.items()}:
         return None
     return check["reports"]

@@ -59,3 +59,22 @@ def test_the_form_renders_every_parameter_with_default_and_description(logged_in
         assert f'name="{field.name}"' in page and str(escape(field.description)) in page
     assert 'name="lipsync.steps" value="20"' in page and "<option selected>veryfast</option>" in page
     assert 'name="video_uri"' not in page and 'name="store"' not in page  # the portal sets these itself
+
+
+
+def test_the_start_form_offers_a_preview_and_refuses_an_unknown_kind(logged_in, media):
+    import html
+    import re
+
+    client, csrf = logged_in.client, logged_in.csrf
+    draft = logged_in.new_draft()
+    assert logged_in.upload(draft, "video", media.video.read_bytes(), "talk.mp4").status_code == 200
+    assert logged_in.upload(draft, "audio", media.dub.read_bytes(), "dub.wav").status_code == 200
+    page = client.get(f"/drafts/{draft}").text
+    assert '<option value="localize" selected>' in page and '<option value="preview" >' in page
+    page = client.post(f"/drafts/{draft}/check", data={"csrf_token": csrf})
+    assert "[fail]" not in page.text, re.findall(r"\[fail\][^<]*</b>[^<]*", page.text)
+    r = client.post(f"/drafts/{draft}/start", data={"csrf_token": csrf, "engine": "passthrough", "flow": "nope"})
+    error = html.unescape(re.search(r'<p class="error" id="error">([^<]*)</p>', r.text).group(1))
+    assert (r.status_code, error) == (400, "unknown job kind 'nope': choose one of localize, preview")
+    assert client.get("/api/jobs").json() == []

@@ -1,37 +1,103 @@
-// Lipline portal: uploads with a progress bar (XHR), live job state (polling). Plain JS, no build step.
+// Lipline portal: uploads with a progress bar (XHR; streamed through the portal, or presigned multipart straight
+// to S3), live job state (polling). Plain JS, no build step.
 "use strict";
 
 function csrfToken() {
   return document.querySelector('meta[name="csrf-token"]').content;
 }
 
-function uploadFile(draft, role, file) {
+function showUploaded(role, body) {
   const bar = document.getElementById("progress-" + role);
   const status = document.getElementById("status-" + role);
+  bar.value = 1;
+  status.className = "status ok";
+  status.textContent = body.name + " (" + (body.size / 1024).toFixed(1) + " KB) uploaded";
+}
+
+function showRefused(role, message) {
+  const status = document.getElementById("status-" + role);
+  document.getElementById("progress-" + role).value = 0;
+  status.className = "status refused";
+  status.textContent = message;
+}
+
+// Local store: the file is streamed through the portal in one PUT.
+function uploadStreamed(draft, role, file) {
+  const bar = document.getElementById("progress-" + role);
   const xhr = new XMLHttpRequest();
   xhr.open("PUT", "/api/drafts/" + draft + "/" + role);
   xhr.setRequestHeader("X-CSRF-Token", csrfToken());
   xhr.setRequestHeader("X-File-Name", encodeURIComponent(file.name));
   xhr.setRequestHeader("Content-Type", "application/octet-stream");
-  bar.value = 0;
-  status.className = "status";
-  status.textContent = "uploading " + file.name + " …";
   xhr.upload.onprogress = (e) => { if (e.lengthComputable) bar.value = e.loaded / e.total; };
   xhr.onload = () => {
     let body = {};
     try { body = JSON.parse(xhr.responseText); } catch (err) { body = {error: xhr.statusText}; }
-    if (xhr.status === 200) {
-      bar.value = 1;
-      status.textContent = body.name + " (" + (body.size / 1024).toFixed(1) + " KB) uploaded";
-      status.classList.add("ok");
-    } else {
-      bar.value = 0;
-      status.textContent = body.error || ("upload failed: HTTP " + xhr.status);
-      status.classList.add("refused");
-    }
+    if (xhr.status === 200) showUploaded(role, body);
+    else showRefused(role, body.error || ("upload failed: HTTP " + xhr.status));
   };
-  xhr.onerror = () => { status.textContent = "upload failed: the connection broke"; status.classList.add("refused"); };
+  xhr.onerror = () => showRefused(role, "upload failed: the connection broke");
   xhr.send(file);
+}
+
+async function postJSON(url, body) {
+  const resp = await fetch(url, {method: "POST", body: JSON.stringify(body),
+    headers: {"Content-Type": "application/json", "X-CSRF-Token": csrfToken()}});
+  let data = {};
+  try { data = await resp.json(); } catch (err) { data = {error: resp.statusText}; }
+  if (!resp.ok) throw new Error(data.error || ("HTTP " + resp.status));
+  return data;
+}
+
+// One slice PUT to its presigned URL; resolves with the part's ETag (the bucket's CORS must expose it).
+function putPart(url, blob, onLoaded) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open("PUT", url);
+    xhr.upload.onprogress = (e) => { if (e.lengthComputable) onLoaded(e.loaded); };
+    xhr.onload = () => {
+      const etag = xhr.getResponseHeader("ETag");
+      if (xhr.status === 200 && etag) resolve(etag);
+      else reject(new Error(xhr.status === 200 ? "the store hid the part's ETag: its bucket CORS must expose ETag"
+                                               : "a part upload failed: HTTP " + xhr.status));
+    };
+    xhr.onerror = () => reject(new Error("a part upload failed: the store is unreachable from this browser or its "
+                                         + "bucket CORS refuses this page"));
+    xhr.send(blob);
+  });
+}
+
+// S3 store: the server starts a multipart upload and presigns each part; the slices go straight to S3.
+async function uploadMultipart(draft, role, file) {
+  const bar = document.getElementById("progress-" + role);
+  const base = "/api/drafts/" + draft + "/" + role + "/multipart";
+  try {
+    const started = await postJSON(base, {name: file.name, size: file.size});
+    const etags = [];
+    let sent = 0;
+    try {
+      for (let i = 0; i < started.parts.length; i++) {
+        const blob = file.slice(i * started.part_size, Math.min(file.size, (i + 1) * started.part_size));
+        etags.push(await putPart(started.parts[i], blob, (loaded) => { bar.value = (sent + loaded) / file.size; }));
+        sent += blob.size;
+      }
+    } catch (err) {
+      postJSON(base + "/abort", {upload_id: started.upload_id}).catch(() => {});
+      throw err;
+    }
+    showUploaded(role, await postJSON(base + "/complete", {upload_id: started.upload_id, etags: etags}));
+  } catch (err) {
+    showRefused(role, err.message);
+  }
+}
+
+function uploadFile(box, role, file) {
+  const status = document.getElementById("status-" + role);
+  document.getElementById("progress-" + role).value = 0;
+  status.className = "status";
+  status.textContent = "uploading " + file.name + " …";
+  if (box.dataset.mode === "multipart") uploadMultipart(box.dataset.draft, role, file);
+  else uploadStreamed(box.dataset.draft, role, file);
 }
 
 function setupUploads() {
@@ -40,7 +106,7 @@ function setupUploads() {
   box.querySelectorAll(".upload").forEach((row) => {
     const input = row.querySelector("input[type=file]");
     input.addEventListener("change", () => {
-      if (input.files.length) uploadFile(box.dataset.draft, row.dataset.role, input.files[0]);
+      if (input.files.length) uploadFile(box, row.dataset.role, input.files[0]);
     });
   });
 }
