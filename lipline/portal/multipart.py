@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import math
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from lipline.errors import StoreError
 from lipline.portal import files, uploads
 from lipline.portal.uploads import UploadRefused
@@ -56,10 +58,10 @@ def start(store: Store, draft: str, role: str, name: str, size: int, max_mb: flo
     bucket, object_key = files.bucket_and_key(store, key)
     try:
         upload_id = files.s3_client(public=False).create_multipart_upload(Bucket=bucket, Key=object_key)["UploadId"]
-    except Exception as exc:  # noqa: BLE001 - botocore's errors: one line naming the action
+    except (BotoCoreError, ClientError) as exc:
         raise _client_error("CreateMultipartUpload", exc) from exc
     store.put_json({"upload_id": upload_id, "key": key, "name": uploads.display_name(name), "size": size,
-                    "user": user}, _pending_key(draft, role))
+                    "part_size": PART_SIZE, "user": user}, _pending_key(draft, role))
     signer = files.s3_client(public=True)
     parts = [signer.generate_presigned_url("upload_part", ExpiresIn=URL_EXPIRES_S,
                                            Params={"Bucket": bucket, "Key": object_key, "UploadId": upload_id,
@@ -86,14 +88,15 @@ def complete(store: Store, draft: str, role: str, upload_id: str, etags: list[st
     client = files.s3_client(public=False)
     completed = False
     try:
-        if len(etags) != math.ceil(pending["size"] / PART_SIZE) or not all(isinstance(e, str) for e in etags):
-            raise UploadRefused(f"{name}: {len(etags)} parts sent, {math.ceil(pending['size'] / PART_SIZE)} "
-                                "expected for the declared size; upload the file again")
+        expected = math.ceil(pending["size"] / pending["part_size"])
+        if len(etags) != expected or not all(isinstance(e, str) for e in etags):
+            raise UploadRefused(f"{name}: {len(etags)} part ETags sent, {expected} expected for the declared size; "
+                                "upload the file again")
         try:
             done = client.complete_multipart_upload(
                 Bucket=bucket, Key=object_key, UploadId=upload_id,
                 MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e} for n, e in enumerate(etags, 1)]})
-        except client.exceptions.ClientError as exc:
+        except ClientError as exc:
             raise UploadRefused(f"{name}: the store refused to assemble the parts "
                                 f"({exc.response.get('Error', {}).get('Code', 'error')}); upload the file again",
                                 status=400) from None
@@ -106,12 +109,14 @@ def complete(store: Store, draft: str, role: str, upload_id: str, etags: list[st
         uploads.check_content(role, name, key[key.rindex("."):], first["Body"].read())
         stored = uploads.record_upload(store, draft, role, name, key, head["ContentLength"], pending["user"],
                                        etag=done.get("ETag", head.get("ETag", "")).strip('"'))
-    except BaseException:
+    except BaseException as exc:
         if completed:
             store.delete(key)
         else:
             _abort_quietly(client, bucket, object_key, upload_id)
         store.delete(_pending_key(draft, role))
+        if isinstance(exc, (BotoCoreError, ClientError)):
+            raise _client_error("completing the multipart upload", exc) from exc
         raise
     store.delete(_pending_key(draft, role))
     return stored

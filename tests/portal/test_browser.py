@@ -31,10 +31,14 @@ CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 def portal_server(tmp_path_factory, users_file):
     """`lipline portal serve` as an operator starts it: local store, jobs in-process (embedded Prefect)."""
     base = tmp_path_factory.mktemp("portal-server")
-    port = free_port()
+    yield from _serve(base, free_port(), users_file, LIPLINE_STORE=str(base / "store"))
+
+
+def _serve(base: Path, port: int, users_file: Path, **settings: str):
+    """Run `lipline portal serve` on `port` with `settings` until the generator is closed; yields (url, store)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API_URL", "LIPLINE_"))}
-    env.update(LIPLINE_STORE=str(base / "store"), LIPLINE_PORTAL_SECRET="browser-test-secret",
-               LIPLINE_PORTAL_RUNNER="in-process", LIPLINE_PORTAL_USERS=str(users_file))
+    env.update({"LIPLINE_PORTAL_SECRET": "browser-test-secret", "LIPLINE_PORTAL_RUNNER": "in-process",
+                "LIPLINE_PORTAL_USERS": str(users_file), **settings})
     log = open(base / "portal.log", "wb")
     proc = subprocess.Popen([str(Path(sys.executable).parent / "lipline"), "portal", "serve", "--port", str(port)],
                             env=env, cwd=base, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -51,6 +55,22 @@ def portal_server(tmp_path_factory, users_file):
     yield url, base / "store"
     stop_process(proc, timeout=10)
     log.close()
+
+
+@pytest.fixture(scope="module")
+def s3_portal_server(tmp_path_factory, users_file, s3_server):
+    """The portal on an S3 store (SeaweedFS), its bucket's CORS letting the portal's page PUT parts and read ETags."""
+    import boto3
+
+    port = free_port()
+    client = boto3.client("s3", endpoint_url=s3_server.endpoint, aws_access_key_id=s3_server.access_key,
+                          aws_secret_access_key=s3_server.secret_key, region_name="us-east-1")
+    client.put_bucket_cors(Bucket=s3_server.bucket, CORSConfiguration={"CORSRules": [{
+        "AllowedOrigins": [f"http://127.0.0.1:{port}"], "AllowedMethods": ["PUT"], "AllowedHeaders": ["*"],
+        "ExposeHeaders": ["ETag"]}]})
+    yield from _serve(tmp_path_factory.mktemp("portal-s3"), port, users_file, **s3_server.env(),
+                      LIPLINE_STORE=f"s3://{s3_server.bucket}/portal-browser",
+                      LIPLINE_PORTAL_SECRET="s3-browser-test-secret")
 
 
 @pytest.fixture(scope="module")
@@ -158,3 +178,39 @@ def test_operator_round_trip_in_chromium(portal_server, browser, media, tmp_path
     row = d.find_element(By.CSS_SELECTOR, f'tr[data-job="{job_id}"]').text
     assert "Completed" in row and "alice" in row
     d.save_screenshot(str(shots / "jobs.png"))
+
+
+def test_presigned_multipart_upload_to_s3_in_chromium(s3_portal_server, s3_server, browser, media, tmp_path):
+    """On an S3 store the page PUTs the file's parts straight to S3 (presigned, CORS) and the portal completes and
+    sniffs the upload: a mislabelled file is refused on the page, the real video lands under the server's key."""
+    import s3fs
+    from selenium.webdriver.common.by import By
+
+    url, _ = s3_portal_server
+    d = browser
+    d.get(url + "/")
+    assert d.current_url == url + "/login"
+    d.find_element(By.ID, "username").send_keys("alice")
+    d.find_element(By.ID, "password").send_keys(PASSWORD)
+    d.find_element(By.ID, "login").click()
+    _wait(d, lambda d: d.find_elements(By.ID, "jobs"), 10, "the jobs page after login")
+    d.find_element(By.ID, "new-job").click()
+    box = _wait(d, lambda d: d.find_elements(By.ID, "uploads"), 10, "the new-job page")[0]
+    assert box.get_attribute("data-mode") == "multipart"
+    draft = box.get_attribute("data-draft")
+
+    fake = tmp_path / "fake.mp4"
+    fake.write_bytes(media.dub.read_bytes())
+    d.find_element(By.ID, "file-video").send_keys(str(fake))
+    status = _wait(d, lambda d: "refused" in d.find_element(By.ID, "status-video").get_attribute("class")
+                   and d.find_element(By.ID, "status-video").text, 60, "the refusal of a mislabelled video")
+    assert status.startswith("fake.mp4: the name says an MP4/MOV container (.mp4) but the content is a WAV file")
+
+    d.find_element(By.ID, "file-video").send_keys(str(media.video))
+    _wait(d, lambda d: "uploaded" in d.find_element(By.ID, "status-video").text, 60,
+          f"the multipart upload (status: {d.find_element(By.ID, 'status-video').text!r})")
+    assert d.execute_script("return document.getElementById('progress-video').value") == 1
+    fs = s3fs.S3FileSystem(key=s3_server.access_key, secret=s3_server.secret_key,
+                           client_kwargs={"endpoint_url": s3_server.endpoint})
+    stored = fs.cat(f"{s3_server.bucket}/portal-browser/_portal/uploads/{draft}/video.mp4")
+    assert hashlib.sha256(stored).hexdigest() == hashlib.sha256(media.video.read_bytes()).hexdigest()
