@@ -315,7 +315,8 @@ def run_stages(job: Job) -> LocalizeResult:
                                      preset=p.x264_preset, crf=p.crf),
                           subtitles_uri=local["subtitles"], intro_uri=local["intro"], outro_uri=local["outro"],
                           progress=lambda f: job.progress.update("post", f),
-                          main_frame_limit=plan.total_frames if main_runs is None else None, main_runs=main_runs)
+                          main_frame_limit=plan.total_frames if main_runs is None else None, main_runs=main_runs,
+                          main_rate=Fraction(video.fps_num, video.fps_den))
 
     # 9. Archive: deliverable + sidecars + validation, manifest.json last.
     with job.stage_of("archive"):

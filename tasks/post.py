@@ -220,7 +220,7 @@ def _check_runs(runs: Sequence[Run], source_frames: int, uri: str) -> int:
 def finalize(main_video_uri: str, delivery_audio_uri: str, out_dir: Path, params: PostParams,
              subtitles_uri: str | None = None, intro_uri: str | None = None, outro_uri: str | None = None,
              *, progress: ProgressFn | None = None, main_frame_limit: int | None = None,
-             main_runs: Sequence[Run] | None = None) -> FinalOutputs:
+             main_runs: Sequence[Run] | None = None, main_rate: Fraction | None = None) -> FinalOutputs:
     """Write `out_dir/final.mp4` (+ `final.srt`, `final.vtt` when there are subtitles and soft subtitles are on).
 
     `main_video_uri`: the merged lip-synced video at the source frame rate (its audio, if any, is ignored).
@@ -228,7 +228,9 @@ def finalize(main_video_uri: str, delivery_audio_uri: str, out_dir: Path, params
     video's length. `main_frame_limit` uses only the first N frames of the main video (the plan's timeline when
     the main video is the untouched normalized source). `main_runs` (a plan that synthesizes frames: ping-pong,
     loop, freeze; `tasks.segment.FrameRun`): the main picture is the frames of `main_video_uri` in the order the runs
-    show them, decoded once and piped into this encode (no intermediate encode). Intro and outro are conformed to
+    show them, decoded once and piped into this encode (no intermediate encode). `main_rate`: the job's exact rate
+    (the probe's), delivered instead of the one the main file's own timestamps give (a stream copy from a coarse
+    time base, e.g. MKV's 1 ms, reads as 16000/667 where the source is 24000/1001). Intro and outro are conformed to
     the main clip; a bumper without audio gets silence.
     """
     out_dir = Path(out_dir).absolute()
@@ -248,7 +250,7 @@ def finalize(main_video_uri: str, delivery_audio_uri: str, out_dir: Path, params
                                  "a stage lost frames")
         if main_frame_limit is not None and main_frame_limit < main.frames:
             main = dataclasses.replace(main, frames=main_frame_limit)
-        rate, width, height = main.fps, main.width, main.height
+        rate, width, height = Fraction(main_rate) if main_rate else main.fps, main.width, main.height
 
         inputs: list[str | os.PathLike] = ["-i", main_path, "-i", audio_path]
         feed: Callable[[BinaryIO], None] | None = None
@@ -259,7 +261,7 @@ def finalize(main_video_uri: str, delivery_audio_uri: str, out_dir: Path, params
                           "-framerate", rate_text(rate), "-i", "pipe:0"]
 
             def feed_in_plan_order(stdin: BinaryIO) -> None:
-                written = pipe_frames_in_order(main_path, rate, source_frames, main_runs, stdin)
+                written = pipe_frames_in_order(main_path, main.fps, source_frames, main_runs, stdin)
                 if written != main.frames:
                     raise MediaToolError(f"{main_video_uri}: {written} frames piped, the plan has {main.frames}")
 
@@ -341,10 +343,10 @@ def finalize(main_video_uri: str, delivery_audio_uri: str, out_dir: Path, params
 def post(main_video_uri: str, delivery_audio_uri: str, out_dir: Path, params: PostParams,
          subtitles_uri: str | None = None, intro_uri: str | None = None, outro_uri: str | None = None,
          progress: ProgressFn | None = None, main_frame_limit: int | None = None,
-         main_runs: list | None = None) -> FinalOutputs:
+         main_runs: list | None = None, main_rate: Fraction | None = None) -> FinalOutputs:
     return finalize(main_video_uri, delivery_audio_uri, out_dir, params, subtitles_uri, intro_uri, outro_uri,
                     progress=progress or ProgressArtifact("final-encode", "Final encode"),
-                    main_frame_limit=main_frame_limit, main_runs=main_runs)
+                    main_frame_limit=main_frame_limit, main_runs=main_runs, main_rate=main_rate)
 
 
 __all__ = ["FinalOutputs", "PostParams", "decode_subtitle_bytes", "finalize", "load_subtitles", "post",
