@@ -122,11 +122,25 @@ def test_a_preview_that_fits_is_made_on_the_laptop(prefect_stack, previews, s3, 
     assert not gpu_previews, "a preview that fits must not be resubmitted"
 
 
+def _eventually(read, done, timeout: float = 90.0):
+    """`read()` until `done(value)` or `timeout`: a run's last log lines and artifacts reach the API a little after
+    its final state (the log worker flushes in batches; a loaded SQLite API answers late)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = read()
+        if done(value) or time.monotonic() > deadline:
+            return value
+        time.sleep(1)
+
+
 def _artifact(prefect_stack, run_id: str) -> dict:
-    r = prefect_stack.client.post("/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run_id]},
-                                                                           "key": {"any_": ["preview-resubmitted"]}}})
-    r.raise_for_status()
-    found = r.json()
+    def read() -> list:
+        r = prefect_stack.client.post("/artifacts/filter", json={"artifacts": {
+            "flow_run_id": {"any_": [run_id]}, "key": {"any_": ["preview-resubmitted"]}}})
+        r.raise_for_status()
+        return r.json()
+
+    found = _eventually(read, lambda value: len(value) >= 1)
     assert len(found) == 1, found
     return found[0]
 
@@ -142,7 +156,7 @@ def test_a_preview_the_laptop_cannot_make_is_resubmitted_to_the_gpu_pool(prefect
     new_id = re.search(r"\(([0-9a-f-]{36})\)$", message).group(1)
     assert message.startswith(f"{reason} on this machine: resubmitted to preview/preview-gpu")
 
-    logs = prefect_stack.logs_of(run_id)
+    logs = _eventually(lambda: prefect_stack.logs_of(run_id), lambda text: new_id in text)
     assert f"stopped here, {reason}" in logs and "Resubmitted to preview/preview-gpu as flow run" in logs
     assert new_id in logs
     artifact = _artifact(prefect_stack, run_id)
