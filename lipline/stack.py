@@ -37,7 +37,7 @@ from pathlib import Path
 
 from lipline import PREFECT_ENV_DEFAULTS
 from lipline.errors import LiplineError
-from lipline.seaweed import SeaweedError, port_is_free, start_seaweedfs
+from lipline.seaweed import port_is_free, start_seaweedfs
 
 STATE_FILE = "state.json"
 BUCKET = "lipline"
@@ -230,15 +230,9 @@ class StackState:
 # --- Prefect API helpers --------------------------------------------------------------------------------------------
 
 def _client(api_url: str):
-    import httpx
+    from lipline.prefect_http import api_client
 
-    headers = {}
-    auth = os.environ.get("PREFECT_API_AUTH_STRING")
-    if auth:
-        import base64
-
-        headers["Authorization"] = "Basic " + base64.b64encode(auth.encode()).decode()
-    return httpx.Client(base_url=api_url.rstrip("/"), timeout=30, headers=headers)
+    return api_client(api_url)
 
 
 def api_healthy(api_url: str) -> bool:

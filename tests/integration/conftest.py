@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from lipline import PREFECT_ENV_DEFAULTS
+from lipline.prefect_http import api_client
 from tests.prefect_server import PREFECT, start_prefect_server, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -108,7 +109,7 @@ def prefect_stack(s3_server, tmp_path_factory) -> PrefectStack:
                                            stderr=subprocess.STDOUT, start_new_session=True)
         return processes[name]
 
-    client = httpx.Client(base_url=api, timeout=30)
+    client = api_client(api)  # retries the 503 a busy server answers (SQLite 'database is locked')
     stack = PrefectStack(api, client, logs, store, processes)
     try:
         _create_pools(client)

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
+from lipline import prefect_http
 import pytest
 
 from tests.prefect_server import start_prefect_server, stop_process
@@ -43,7 +43,7 @@ class Stack:
     def wait_for_workers(self, n: int, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            active = httpx.post(f"{self.api}/task_workers/filter", json={}, timeout=10).json()
+            active = prefect_http.post(f"{self.api}/task_workers/filter", json={}, timeout=10).json()
             if len(active) >= n:
                 return
             for name, proc in self.workers.items():
@@ -66,7 +66,7 @@ class Stack:
         return subprocess.run(cmd, env={**self.env, **(env or {})}, capture_output=True, text=True, timeout=600)
 
     def task_runs(self, name: str) -> int:
-        r = httpx.post(f"{self.api}/task_runs/count", json={"task_runs": {"name": {"like_": name}}}, timeout=10)
+        r = prefect_http.post(f"{self.api}/task_runs/count", json={"task_runs": {"name": {"like_": name}}}, timeout=10)
         r.raise_for_status()
         return r.json()
 
@@ -102,10 +102,10 @@ def test_a_job_no_gpu_worker_serves_fails_after_the_wait_with_one_line_and_nothi
     assert status["status"] == "failed" and status["error_type"] == "NoGPUWorker", status
     assert "no GPU worker has served lipsync-on-gpu" in " ".join(status["reasons"])
     assert sorted(p.name for p in (store / "nowait").iterdir()) == ["status.json", "validation.json"]  # no work/
-    logs = httpx.post(f"{stack.api}/logs/filter", json={"sort": "TIMESTAMP_ASC"}, timeout=30).json()
+    logs = prefect_http.post(f"{stack.api}/logs/filter", json={"sort": "TIMESTAMP_ASC"}, timeout=30).json()
     waiting = [log["message"] for log in logs if log["message"].startswith("waiting for a GPU worker: ")]
     assert waiting and "segments queued" in waiting[0], [log["message"] for log in logs][-20:]
-    runs = httpx.post(f"{stack.api}/task_runs/filter", json={"task_runs": {"name": {"like_": "lipsync-on-gpu%"}}},
+    runs = prefect_http.post(f"{stack.api}/task_runs/filter", json={"task_runs": {"name": {"like_": "lipsync-on-gpu%"}}},
                       timeout=30).json()
     assert runs and all(r["state_type"] == "CANCELLED" for r in runs), [r["state_type"] for r in runs]
 

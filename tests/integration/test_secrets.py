@@ -23,6 +23,7 @@ import httpx
 import pytest
 import s3fs
 
+from lipline.prefect_http import api_client
 from tests import media_factory as mf
 from tests.prefect_server import start_prefect_server
 from tests.s3server import start_seaweedfs
@@ -105,14 +106,14 @@ def test_the_job_really_used_the_secrets(job):
     assert manifest["outputs"]["final.mp4"]["uri"] == f"s3://{BUCKET}/jobs/secret-job/final.mp4"
     assert httpx.get(f"{job['api']}/flow_runs/filter", timeout=10).status_code in (401, 405)  # auth is on
     user, password = job["known"]["PREFECT_API_AUTH_STRING"].split(":", 1)
-    with httpx.Client(base_url=job["api"], auth=(user, password), timeout=30) as client:
+    with api_client(job["api"], auth_string=f"{user}:{password}") as client:
         assert _all(client, "/flow_runs/filter"), "the job left no flow run in the Prefect server"
 
 
 def test_no_secret_is_in_the_cli_output_the_prefect_server_or_the_store(job):
     user, password = job["known"]["PREFECT_API_AUTH_STRING"].split(":", 1)
     places = {"CLI stdout": job["cli"].stdout.encode(), "CLI stderr": job["cli"].stderr.encode()}
-    with httpx.Client(base_url=job["api"], auth=(user, password), timeout=30) as client:
+    with api_client(job["api"], auth_string=f"{user}:{password}") as client:
         logs = _all(client, "/logs/filter")
         assert any("secret-job" in log["message"] for log in logs), "the run's logs did not reach the server"
         places["Prefect logs"] = json.dumps(logs).encode()

@@ -23,6 +23,7 @@ import httpx
 import pytest
 import s3fs
 
+from lipline import prefect_http
 from lipline.stack import session_members
 from tests.s3server import free_port
 
@@ -64,7 +65,7 @@ class Stack:
     def wait(self, run_id: str, timeout: float = RUN_TIMEOUT_S) -> dict:
         deadline = time.monotonic() + timeout
         while True:
-            run = httpx.get(f"{self.api}/flow_runs/{run_id}", timeout=30).json()
+            run = prefect_http.get(f"{self.api}/flow_runs/{run_id}", timeout=30).json()
             if run["state_type"] in TERMINAL:
                 return run
             if time.monotonic() > deadline:
@@ -134,7 +135,7 @@ def test_status_shows_every_process_the_api_and_the_pools(stack):
     serving = {w["identifier"].rsplit("-", 1)[1]: w["task_keys"] for w in report["task_workers"]}
     assert set(serving) == {str(pid) for pid in gpu_worker_pids(stack)}
     assert all(keys and keys[0].startswith("lipsync_on_gpu-") for keys in serving.values()), serving
-    pools = {name: httpx.get(f"{stack.api}/work_pools/{name}").json() for name in ("cpu", "gpu")}
+    pools = {name: prefect_http.get(f"{stack.api}/work_pools/{name}").json() for name in ("cpu", "gpu")}
     assert pools["cpu"]["concurrency_limit"] == 2 and pools["gpu"]["concurrency_limit"] == 2
     text = lipline("stack", "status", "--state-dir", str(stack.dir))
     assert "gpu-worker-2" in text.stdout and "healthy" in text.stdout and "(lipsync_on_gpu)" in text.stdout
@@ -151,7 +152,7 @@ def test_lipline_deploy_applies_prefect_yaml_to_a_running_api_in_place(stack):
     names = done.stdout.split(": ", 1)[1].strip().split(", ")
     assert {"localize/localize", "localize-batch/nightly-batch", "lipsync-segments/gpu"} <= set(names)
     # updated in place: the id in the printed curl line still names localize/localize
-    deployment = httpx.get(f"{stack.api}/deployments/name/localize/localize").json()
+    deployment = prefect_http.get(f"{stack.api}/deployments/name/localize/localize").json()
     assert f"/deployments/{deployment['id']}/create_flow_run" in stack.state["curl"]
     assert deployment["pull_steps"][0]["prefect.deployments.steps.set_working_directory"]["directory"] == \
         "{{ $LIPLINE_CHECKOUT }}"  # not baked in from the deployer's environment
@@ -171,13 +172,13 @@ def jobs(stack, receiver):
         good = json.loads(done.stdout)
     else:  # same request without curl
         args = shlex.split(stack.state["curl"])
-        good = httpx.post(args[4], content=args[args.index("-d") + 1],
+        good = prefect_http.post(args[4], content=args[args.index("-d") + 1],
                           headers={"Content-Type": "application/json"}).json()
     s3 = stack.s3()
     tag = uuid.uuid4().hex[:8]
     s3.pipe_file(f"lipline/inputs/{tag}/broken.mp4", b"\x00\x00\x00\x18ftypisom" + b"not a video" * 64)
-    deployment = httpx.get(f"{stack.api}/deployments/name/localize/localize").json()["id"]
-    bad = httpx.post(f"{stack.api}/deployments/{deployment}/create_flow_run", json={"parameters": {"params": {
+    deployment = prefect_http.get(f"{stack.api}/deployments/name/localize/localize").json()["id"]
+    bad = prefect_http.post(f"{stack.api}/deployments/{deployment}/create_flow_run", json={"parameters": {"params": {
         "video_uri": f"s3://lipline/inputs/{tag}/broken.mp4", "audio_uri": stack.state["samples"]["audio_uri"],
         "job_id": f"bad-{tag}"}}}).json()
     assert "id" in good and "id" in bad, (good, bad)
@@ -189,7 +190,7 @@ def test_the_printed_curl_line_runs_a_job_whose_deliverable_lands_in_the_s3_stor
     print(f"job through the stack: {time.monotonic() - jobs['t0']:.0f} s")
     assert run["state_type"] == "COMPLETED", f"{run['state_name']}: {run['state'].get('message')}\n{stack.logs()}"
     assert run["work_pool_name"] == "cpu"
-    flow_runs = httpx.post(f"{stack.api}/flow_runs/filter", json={}).json()
+    flow_runs = prefect_http.post(f"{stack.api}/flow_runs/filter", json={}).json()
     assert not [r for r in flow_runs if r["work_pool_name"] == "gpu"]  # no child run: the warm workers did it
     s3 = stack.s3()
     manifests = [k for k in s3.find("lipline/jobs") if k.endswith("/manifest.json")]
