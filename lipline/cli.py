@@ -133,13 +133,22 @@ def run(
         raise typer.BadParameter(problems) from None
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    from lipline.runner import check_store, run_localize
+    from lipline import local_api
+    from lipline.settings import get_settings
 
-    check_store(params)  # an unusable store is refused before Prefect starts
-    from lipline.engine_choice import choose_engine
+    api = local_api.prepare(get_settings().local_api_url)  # Prefect's API boots on the other core from here on
+    try:
+        from lipline.runner import check_store, run_localize
 
-    choose_engine(params)  # latentsync without its weights: refused now, before Prefect starts
-    result = run_localize(params, show_progress=not quiet, console=err)
+        check_store(params)  # an unusable store is refused before the flow starts
+        from lipline.engine_choice import choose_engine
+
+        choose_engine(params)  # latentsync without its weights: refused now, before the flow starts
+        result = run_localize(params, show_progress=not quiet, console=err,
+                              before_flow=api.wait_ready if api is not None else None)
+    finally:
+        if api is not None:
+            api.stop()
     for notice in result.notices:
         err.print(notice, style="yellow", markup=False, highlight=False)
     if result.dry_run:

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import threading
+from typing import Callable
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -88,14 +89,18 @@ def check_store(params: LocalizeParams) -> None:
         store.delete_prefix(prefix)
 
 
-def run_localize(params: LocalizeParams, *, show_progress: bool = True, console: Console | None = None):
-    """Execute `localize` and return its `LocalizeResult`; Lipline errors propagate unchanged."""
+def run_localize(params: LocalizeParams, *, show_progress: bool = True, console: Console | None = None,
+                 before_flow: Callable[[], object] | None = None):
+    """Execute `localize` and return its `LocalizeResult`; Lipline errors propagate unchanged. `before_flow` runs
+    after the imports, just before the flow (the CLI waits there for the API it started early)."""
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    prefetch_validation(params)  # the video's full decode runs while Prefect's embedded API starts
-    threading.Thread(target=_warm_validation, name="lipline-warm-gx", daemon=True).start()
+    if not prefetch_validation(params):  # the video's full decode runs while Prefect's API starts
+        threading.Thread(target=_warm_validation, name="lipline-warm-gx", daemon=True).start()
     from lipline.flows.localize import localize
 
     quiet_expected_failures()
+    if before_flow is not None:
+        before_flow()
     if not show_progress:
         return localize(params)
     progress = Progress(TextColumn("[bold]{task.description:<10}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),

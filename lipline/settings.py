@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     bench_oom_above_frames: int | None = Field(None, ge=0, description="Bench/test only: the `bench-fixed-cost` "
                                                                        "engine acts out of GPU memory on segments "
                                                                        "longer than this (a small GPU)")
+    local_api_url: str = Field("http://127.0.0.1:4200/api", description="`lipline run` with no Prefect API "
+                                                                     "configured: reuse a Prefect server answering "
+                                                                     "here (`prefect server start`, `lipline stack "
+                                                                     "up`); `off` = never, always start Prefect's "
+                                                                     "temporary server")
     portal_users: Path = Field(Path("portal-users.txt"), description="`lipline portal`: users file, one "
                                                                       "`name:scrypt$...` line each (`lipline portal "
                                                                       "add-user NAME` writes it)")

@@ -356,6 +356,8 @@ def _err_text(e: BaseException) -> str:
 
 def _probe_open(uri: str, size: int, container) -> MediaProbe:
     vstream = _first_video(container)
+    if vstream is not None:
+        vstream.thread_type = "AUTO"  # the full decode on every core (frames still come in order, flags kept)
     astream = container.streams.audio[0] if container.streams.audio else None
     streams = [s for s in (vstream, astream) if s is not None]
     container_name = container.format.name if container.format else None

@@ -9,6 +9,7 @@ read in chunks and never held whole in memory.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,7 @@ def frames_at(path: Path, times: Sequence[float]) -> list[np.ndarray | None]:
     out: list[np.ndarray | None] = []
     with av.open(str(path), metadata_errors="ignore") as container:
         stream = container.streams.video[0]
+        stream.thread_type = "AUTO"  # frame + slice threads: each seek decodes up to a GOP
         rate = float(stream.average_rate or stream.guessed_rate or 25)
         for t in times:
             container.seek(max(0, int((t - 1.0) / stream.time_base)), stream=stream, backward=True)
@@ -109,8 +111,10 @@ def contact_sheet(original: Path, deliverable: Path, out: Path, *, main_offset_s
     if frames < 1:
         raise ValueError(f"frames must be ≥ 1, got {frames}")
     times = [(k + 0.5) * main_duration_s / frames for k in range(frames)]
-    before = frames_at(original, times)
-    after = frames_at(deliverable, [main_offset_s + t for t in times])
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="lipline-contact-sheet") as pool:  # decoders free the GIL
+        after_job = pool.submit(frames_at, deliverable, [main_offset_s + t for t in times])
+        before = frames_at(original, times)
+        after = after_job.result()
     boxes = [track_box(track, t) if track is not None else None for t in times]
     caption = ("mouth region from the face track (lip landmarks, padded)" if track is not None and any(boxes)
                else NO_FACE_CAPTION)

@@ -20,6 +20,9 @@ import tempfile  # noqa: E402
 if os.environ.get("PYTEST_XDIST_WORKER") or "PREFECT_HOME" not in os.environ:
     os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix=f"lipline-test-prefect-{os.environ.get('PYTEST_XDIST_WORKER', '')}")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+# `lipline run` never reuses a Prefect server a developer happens to run at 127.0.0.1:4200 (tests/lipline_core/
+# test_local_api.py checks reuse with its own server).
+os.environ.setdefault("LIPLINE_LOCAL_API_URL", "off")
 
 from tests import media_factory as mf  # noqa: E402
 

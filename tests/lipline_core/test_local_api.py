@@ -1,0 +1,94 @@
+"""`lipline run` and Prefect's API (lipline/local_api.py): an API configured anywhere Prefect reads it is left
+alone; a running local server is reused (the run is in its database); otherwise Prefect's temporary server is
+started early and stopped after the run's logs reached it — real Prefect servers, real `lipline run`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lipline import prefect_http
+from lipline.local_api import api_configured_elsewhere
+from tests.prefect_server import start_prefect_server
+
+SERVER_APP = "prefect.server.api.server:create_app"
+
+
+@pytest.mark.parametrize("where", ["none", "env", "profile", "prefect.toml", "pyproject", "dotenv"])
+def test_an_api_configured_anywhere_prefect_reads_it_is_left_alone(tmp_path, where):
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    home.mkdir(), cwd.mkdir()
+    env = {"PREFECT_HOME": str(home)}
+    url = "http://prefect.internal:4200/api"
+    if where == "env":
+        env["PREFECT_API_URL"] = url
+    elif where == "profile":
+        (home / "profiles.toml").write_text(f'active = "work"\n[profiles.work]\nPREFECT_API_URL = "{url}"\n'
+                                            '[profiles.ephemeral]\n')
+    elif where == "prefect.toml":
+        (cwd / "prefect.toml").write_text(f'[api]\nurl = "{url}"\n')
+    elif where == "pyproject":
+        (cwd / "pyproject.toml").write_text(f'[project]\nname = "x"\n[tool.prefect.api]\nurl = "{url}"\n')
+    elif where == "dotenv":
+        (cwd / ".env").write_text(f"OTHER=1\nPREFECT_API_URL={url}\n")
+    assert api_configured_elsewhere(cwd=cwd, env=env) is (where != "none")
+
+
+def test_an_inactive_profile_with_an_api_does_not_count(tmp_path):
+    (tmp_path / "profiles.toml").write_text('active = "ephemeral"\n[profiles.work]\nPREFECT_API_URL = "http://x/api"\n')
+    assert not api_configured_elsewhere(cwd=tmp_path, env={"PREFECT_HOME": str(tmp_path)})
+
+
+def _server_processes() -> set[int]:
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if SERVER_APP.encode() in (entry / "cmdline").read_bytes():
+                    pids.add(int(entry.name))
+            except OSError:
+                pass
+    return pids
+
+
+def _run(media, store: Path, job_id: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    return subprocess.run([sys.executable, "-m", "lipline.cli", "run", str(media.video), str(media.dub), "--engine",
+                           "passthrough", "--preset", "ultrafast", "--no-qc", "--store", str(store), "--job-id", job_id,
+                           "--quiet"], capture_output=True, text=True, env={**base, **env}, timeout=600)
+
+
+@pytest.mark.integration
+def test_a_running_local_server_is_reused_and_keeps_the_run(media, tmp_path):
+    server = start_prefect_server(tmp_path / "server-home", tmp_path / "server.log")
+    try:
+        before = _server_processes()
+        proc = _run(media, tmp_path / "store", "reuse-1", {"LIPLINE_LOCAL_API_URL": server.api,
+                                                          "PREFECT_LOGGING_LEVEL": "INFO"})
+        assert proc.returncode == 0, proc.stderr
+        assert _server_processes() == before, "a temporary server was started although one was running"
+        runs = prefect_http.post(f"{server.api}/flow_runs/filter", json={}).json()
+        flows = {f["id"]: f["name"] for f in prefect_http.post(f"{server.api}/flows/filter", json={}).json()}
+        assert [(flows[r["flow_id"]], r["state_type"]) for r in runs] == [("localize", "COMPLETED")]
+        logs = prefect_http.post(f"{server.api}/logs/filter", json={"logs": {"flow_run_id": {"any_": [runs[0]["id"]]}}})
+        assert any("reuse-1" in entry["message"] for entry in logs.json()), "the run's logs did not reach the server"
+        assert prefect_http.get(f"{server.api}/health").json() is True  # still serving
+    finally:
+        server.stop()
+
+
+@pytest.mark.integration
+def test_without_an_api_the_temporary_server_is_started_early_and_stopped_cleanly(media, tmp_path):
+    before = _server_processes()
+    proc = _run(media, tmp_path / "store", "temp-1", {"LIPLINE_LOCAL_API_URL": "off", "PREFECT_LOGGING_LEVEL": "INFO",
+                                                       "PREFECT_HOME": str(tmp_path / "home")})
+    assert proc.returncode == 0, proc.stderr
+    assert "Starting temporary server" not in proc.stderr  # Prefect did not start one of its own after the imports
+    assert "Beginning flow run" in proc.stderr and "Finished in state Completed" in proc.stderr
+    assert "Error logging to API" not in proc.stderr and "Traceback" not in proc.stderr
+    assert _server_processes() == before, "the temporary server outlived the run"
+    assert (tmp_path / "home" / "prefect.db").exists()  # the run's records: in this PREFECT_HOME's database
