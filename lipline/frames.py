@@ -6,6 +6,7 @@ video. Holds at most the last decoded frame: memory does not grow with the video
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 from fractions import Fraction
@@ -93,7 +94,7 @@ class FrameReader:
                 self._cursor = stop
 
 
-REVERSE_BUDGET_BYTES = 256 << 20  # raw frames held at once while reversing a run
+REVERSE_BUDGET_BYTES = 192 << 20  # raw frames held at once while reversing a run (15 frames at 4K; the job ≤ 2 GB)
 
 
 class Run(Protocol):
@@ -128,6 +129,15 @@ def run_frames(reader: FrameReader, run: Run, chunk: int) -> Iterator:
 def reverse_chunk(width: int, height: int) -> int:
     """Frames of a reversed run decoded and held at once (bounded by `REVERSE_BUDGET_BYTES` of raw yuv420p)."""
     return max(8, REVERSE_BUDGET_BYTES // max(1, width * height * 3 // 2))
+
+
+def release_free_memory() -> None:
+    """Hand the heap's freed pages back to the system (glibc ``malloc_trim``; a no-op elsewhere): the earlier
+    stages' buffers are gone but glibc keeps their arenas, which would count against the final encode's peak."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def pipe_frames_in_order(path: Path, rate: Fraction, n_source: int, runs: Iterable[Run], out: BinaryIO) -> int:
@@ -194,4 +204,4 @@ def video_facts(video: Path, count_frames: bool) -> tuple[int | None, Fraction, 
 
 
 __all__ = ["FrameReader", "LosslessWriter", "REVERSE_BUDGET_BYTES", "SEGMENT_CODEC_OPTIONS", "pipe_frames_in_order",
-           "reverse_chunk", "run_frames", "video_facts"]
+           "release_free_memory", "reverse_chunk", "run_frames", "video_facts"]

@@ -36,7 +36,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from lipline.errors import InputError, MediaToolError
-from lipline.frames import Run, pipe_frames_in_order
+from lipline.frames import Run, pipe_frames_in_order, release_free_memory
 from lipline.media import FONT_FAMILY, ensure_font_dir, ffmpeg_exe, filter_path, filter_value
 from lipline.progress import ProgressArtifact
 from lipline.records import FinalOutputs, PostParams, rate_text
@@ -235,6 +235,7 @@ def finalize(main_video_uri: str, delivery_audio_uri: str, out_dir: Path, params
     """
     out_dir = Path(out_dir).absolute()
     out_dir.mkdir(parents=True, exist_ok=True)
+    release_free_memory()  # the encoder's memory adds to this process's: start from what is really in use
     final = out_dir / "final.mp4"
     partial = out_dir / "final.mp4.part"
     # a private temp dir in the system temp folder: the only paths that appear inside the filter graph
@@ -257,8 +258,9 @@ def finalize(main_video_uri: str, delivery_audio_uri: str, out_dir: Path, params
         if main_runs is not None:
             source_frames = main.frames
             main = dataclasses.replace(main, frames=_check_runs(main_runs, source_frames, main_video_uri))
+            # a raw 4K frame is 12 MB: ffmpeg queues 4 of them from the pipe, not its default 8 per input
             inputs[:2] = ["-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{width}x{height}",
-                          "-framerate", rate_text(rate), "-i", "pipe:0"]
+                          "-framerate", rate_text(rate), "-thread_queue_size", "4", "-i", "pipe:0"]
 
             def feed_in_plan_order(stdin: BinaryIO) -> None:
                 written = pipe_frames_in_order(main_path, main.fps, source_frames, main_runs, stdin)

@@ -1,4 +1,4 @@
-"""Validation started early: `lipline run` measures its local inputs in a background thread while Prefect's
+"""Validation started early: `lipline run` measures its local inputs in a background process while Prefect's
 embedded API starts (7–10 s of mostly single-core start-up on a small machine), and the flow's validate task takes
 the finished reports instead of decoding everything again.
 
@@ -6,13 +6,18 @@ A prefetched result is used only for exactly the same request: the same roles an
 modification times (a file changed in between is measured again), the same contract overrides and face choice.
 It is taken once. Errors travel with it: a request that raises (an unknown override key) raises in the task too.
 Remote inputs are never prefetched (the flow fetches them into the job's own work dir).
+
+The measurement runs in a separate process (spawned: its own interpreter, no GIL shared with the imports of the
+flow, and great-expectations' ~200 MB never loaded into the job's process), falling back to a thread when a process
+cannot be started. Whatever goes wrong in that process, `validate_inputs` measures again in its own.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import threading
-from concurrent.futures import Future
+from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Callable, Mapping
 
 from lipline.uris import is_local, to_path
@@ -38,22 +43,28 @@ def request_key(files: Mapping[str, str], overrides: Mapping[str, float | int] |
 
 
 def start(files: Mapping[str, str], overrides: Mapping[str, float | int] | None, faces: str | None,
-          measure: Callable[[], object]) -> bool:
-    """Run `measure()` (the validation of exactly this request) in a daemon thread; False when not prefetchable."""
+          measure: Callable[..., object], /, *args, **kwargs) -> bool:
+    """Run ``measure(*args, **kwargs)`` (the validation of exactly this request; a module-level function) in a
+    separate process — in a daemon thread if none can be started; False when not prefetchable."""
     key = request_key(files, overrides, faces)
     if key is None:
         return False
-    future: Future = Future()
+    try:
+        pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        future = pool.submit(measure, *args, **kwargs)
+        pool.shutdown(wait=False)  # the worker exits once this one measurement is done
+    except (OSError, RuntimeError):
+        future = Future()
 
-    def work() -> None:
-        try:
-            future.set_result(measure())
-        except BaseException as exc:  # noqa: BLE001 - handed to whoever takes the result
-            future.set_exception(exc)
+        def work() -> None:
+            try:
+                future.set_result(measure(*args, **kwargs))
+            except BaseException as exc:  # noqa: BLE001 - handed to whoever takes the result
+                future.set_exception(exc)
 
+        threading.Thread(target=work, name="lipline-prefetch-validation", daemon=True).start()
     with _LOCK:
         _PENDING[key] = future
-    threading.Thread(target=work, name="lipline-prefetch-validation", daemon=True).start()
     return True
 
 

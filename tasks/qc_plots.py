@@ -8,6 +8,7 @@ read in chunks and never held whole in memory.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,22 +32,41 @@ NO_FACE_CAPTION = "no face track: centre of the lower third of the frame"
 
 def frames_at(path: Path, times: Sequence[float]) -> list[np.ndarray | None]:
     """BGR frames of `path` shown at each time in seconds (the first frame whose display interval reaches it);
-    None past the end of the stream."""
+    None past the end of the stream.
+
+    Decodes as little as it can: the keyframe times come from one demux pass (no decoding); for each time (in
+    increasing order) decoding goes on from where it is unless a keyframe lies between there and the time, in which
+    case it seeks to that keyframe. A 4K clip with one keyframe is decoded once, not once per time.
+    """
     import av
 
-    out: list[np.ndarray | None] = []
+    order = sorted(range(len(times)), key=lambda i: times[i])
+    out: list[np.ndarray | None] = [None] * len(times)
     with av.open(str(path), metadata_errors="ignore") as container:
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"  # frame + slice threads: each seek decodes up to a GOP
         rate = float(stream.average_rate or stream.guessed_rate or 25)
-        for t in times:
-            container.seek(max(0, int((t - 1.0) / stream.time_base)), stream=stream, backward=True)
-            found = None
-            for frame in container.decode(stream):
+        tb = stream.time_base
+        keys = sorted(float(p.pts * tb) for p in container.demux(stream) if p.is_keyframe and p.pts is not None)
+        stream.thread_type = "AUTO"  # frame + slice threads
+        decoded = None  # the decoder, positioned after `shown`
+        shown = None    # the last frame it returned
+        for i in order:
+            t = times[i]
+            k = bisect.bisect_right(keys, t + 0.5 / rate) - 1
+            key = keys[k] if k >= 0 else 0.0
+            if decoded is None or shown is None or shown.time is None or key > shown.time + 0.5 / rate:
+                container.seek(int(key / tb), stream=stream, backward=True)
+                decoded, shown = container.decode(stream), None
+            if shown is not None and shown.time is not None and shown.time + 0.5 / rate > t:
+                out[i] = shown.to_ndarray(format="bgr24")  # two times in one frame's interval
+                continue
+            for frame in decoded:
+                shown = frame
                 if frame.time is not None and frame.time + 0.5 / rate > t:
-                    found = frame.to_ndarray(format="bgr24")
+                    out[i] = frame.to_ndarray(format="bgr24")
                     break
-            out.append(found)
+            else:
+                decoded = None  # the end: every later time is past it too
     return out
 
 

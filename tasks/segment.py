@@ -12,7 +12,7 @@ Cut points are frame boundaries in the middle of the longest pause (``librosa.ef
 ``round(frame * 16000 / fps)`` so every slice spans exactly its frames.
 
 `cut_segments` streams frames with PyAV (decode → encode, one decoder kept open and moved forward; seeks only for
-jumps), so memory stays bounded: reversed runs are produced in chunks of at most ~256 MB of raw frames. A plan that
+jumps), so memory stays bounded: reversed runs are produced in chunks of at most ~192 MB of raw frames. A plan that
 shows the source frames in order (equal lengths, trim, pad-silence) writes no video: its segments are frame ranges
 of the normalized video.
 """

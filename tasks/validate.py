@@ -363,15 +363,18 @@ def validate_inputs(files: Mapping[str, str], overrides: Mapping[str, float | in
     Takes the result `prefetch_inputs` started for exactly this request, when there is one."""
     early = prefetch.take(files, overrides, faces)
     if early is not None:
-        return early.result()
+        try:
+            return early.result()
+        except Exception:  # noqa: BLE001 - measured again here: a real problem is raised again, with its own type
+            pass
     return _validate_inputs(files, overrides, workdir=workdir, faces=faces)
 
 
 def prefetch_inputs(files: Mapping[str, str], overrides: Mapping[str, float | int] | None = None, *,
                     faces: str | None = None) -> bool:
-    """Start `validate_inputs` of local inputs in a background thread (`tasks/prefetch.py`); False if remote."""
+    """Start `validate_inputs` of local inputs in a background process (`tasks/prefetch.py`); False if remote."""
     files, overrides = dict(files), dict(overrides or {})
-    return prefetch.start(files, overrides, faces, lambda: _validate_inputs(files, overrides, faces=faces))
+    return prefetch.start(files, overrides, faces, _validate_inputs, files, overrides, faces=faces)
 
 
 def _validate_inputs(files: Mapping[str, str], overrides: Mapping[str, float | int] | None = None, *,

@@ -48,3 +48,11 @@ def test_errors_travel_with_the_result(media):
 def test_remote_inputs_are_not_prefetched():
     assert prefetch.request_key({"video": "s3://bucket/talk.mp4"}, None, None) is None
     assert not prefetch_inputs({"video": "s3://bucket/talk.mp4"}, None)
+
+
+def test_the_measurement_runs_in_another_process(media):
+    """No GIL shared with the flow's imports, and great-expectations never loaded into the job's process."""
+    files = {"audio": str(media.dub)}
+    assert prefetch.start(files, None, None, os.getpid)
+    early = prefetch.take(files, None, None)
+    assert early.result(timeout=120) != os.getpid()

@@ -1,0 +1,39 @@
+"""The contact sheet's frame grabber returns exactly the frame shown at each time, whatever the keyframe layout
+(checked against decoding every frame), with B-frames, several keyframes or one."""
+
+from __future__ import annotations
+
+import subprocess
+
+import av
+import numpy as np
+import pytest
+
+from lipline.media import ffmpeg_exe
+from lipline.tasks.qc_plots import frames_at
+
+
+def _every_frame(path, times):
+    found = [None] * len(times)
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        rate = float(stream.average_rate)
+        for frame in container.decode(stream):
+            for i, t in enumerate(times):
+                if found[i] is None and frame.time + 0.5 / rate > t:
+                    found[i] = frame.to_ndarray(format="bgr24")
+    return found
+
+
+@pytest.mark.parametrize("gop", [7, 1000])
+def test_frames_at_matches_decoding_every_frame(tmp_path, gop):
+    video = tmp_path / f"g{gop}.mp4"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=96x64:rate=25:duration=4",
+                    "-c:v", "libx264", "-g", str(gop), "-bf", "2", "-pix_fmt", "yuv420p", str(video)], check=True)
+    times = [3.5, 0.0, 0.01, 1.0, 1.02, 0.5, 2.96, 3.99, 4.5, 1.0]  # unsorted, repeated, one frame twice, past the end
+    # (frames are taken by nearest time: 3.99 s is past the last frame, 3.96 s, by more than half a frame, like 4.5 s)
+    got, expected = frames_at(video, times), _every_frame(video, times)
+    assert [g is None for g in got] == [e is None for e in expected] == [False] * 7 + [True, True, False]
+    for t, g, e in zip(times, got, expected):
+        if e is not None:
+            assert np.array_equal(g, e), f"t={t}"
