@@ -34,8 +34,8 @@ from lipline import samples  # noqa: E402
 from lipline.media import ffmpeg_exe  # noqa: E402
 
 TARGETS = {"60s": 1.3, "10min": 1.1, "4k-pingpong": 1.5}
-LOAD_NOTE = ("- note: the machine is shared with other engineers' test runs; load average at start {start:.1f}, at "
-             "end {end:.1f} (2 cores): both sides of the ratio ran under it")
+LOAD_NOTE = ("- note: load average at start {start:.1f}, at end {end:.1f} ({cores} cores; it includes this bench's own "
+             "processes; anything else running on the machine loads both sides of the ratio)")
 
 
 def _children() -> dict[int, list[int]]:
@@ -135,7 +135,7 @@ def run_case(case: str, work: Path, preset: str) -> None:
          f"- stages: {stage_text}",
          f"- peak RSS of the job, CLI + all child processes summed (sampled every 0.1 s): {rss / 2**20:.0f} MB "
          "(target ≤ 2048 MB, flat in input length)",
-         note, LOAD_NOTE.format(start=load_start, end=os.getloadavg()[0])])
+         note, LOAD_NOTE.format(start=load_start, end=os.getloadavg()[0], cores=os.cpu_count())])
 
 
 def main() -> None:

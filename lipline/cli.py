@@ -111,7 +111,8 @@ def run(
                                                 "or fail (the job fails)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar"),
 ) -> None:
-    """Run the `localize` flow in-process (Prefect's embedded API) and print the deliverable's URI."""
+    """Run the `localize` flow in this process and print the deliverable's URI (Prefect API: the configured one, a
+    server running at LIPLINE_LOCAL_API_URL, else Prefect's temporary server, started early)."""
     from pydantic import ValidationError
 
     from lipline.params import LocalizeParams, parse_length_mode

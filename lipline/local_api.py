@@ -18,7 +18,9 @@ starts, before importing Prefect:
 from __future__ import annotations
 
 import atexit
+import ctypes
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -80,6 +82,14 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _die_with_parent() -> None:
+    """Linux: the server gets SIGTERM when `lipline run` dies, even by SIGKILL (no orphaned server)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _temporary_server(port: int, log: Path) -> subprocess.Popen:
     """Prefect's `SubprocessASGIServer` command and environment (prefect/server/api/server.py), started early."""
     import importlib.util
@@ -91,7 +101,8 @@ def _temporary_server(port: int, log: Path) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "-m", "uvicorn", "--app-dir", str(app_dir), "--factory",
                                  "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port),
                                  "--log-level", "error", "--lifespan", "on"],
-                                env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
 
 
 @dataclass

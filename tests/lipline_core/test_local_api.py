@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -92,3 +93,23 @@ def test_without_an_api_the_temporary_server_is_started_early_and_stopped_cleanl
     assert "Error logging to API" not in proc.stderr and "Traceback" not in proc.stderr
     assert _server_processes() == before, "the temporary server outlived the run"
     assert (tmp_path / "home" / "prefect.db").exists()  # the run's records: in this PREFECT_HOME's database
+
+
+@pytest.mark.integration
+def test_a_killed_run_takes_its_temporary_server_with_it(media, tmp_path):
+    before = _server_processes()
+    base = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    proc = subprocess.Popen([sys.executable, "-m", "lipline.cli", "run", str(media.video), str(media.dub), "--engine",
+                             "passthrough", "--store", str(tmp_path / "store"), "--quiet"],
+                            env={**base, "LIPLINE_LOCAL_API_URL": "off", "PREFECT_HOME": str(tmp_path / "home")},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not _server_processes() - before:
+        assert time.monotonic() < deadline and proc.poll() is None, "no temporary server was started"
+        time.sleep(0.1)
+    proc.kill()  # SIGKILL: no atexit, no finally
+    proc.wait()
+    deadline = time.monotonic() + 30
+    while _server_processes() - before:
+        assert time.monotonic() < deadline, "the temporary server outlived a killed run"
+        time.sleep(0.2)
