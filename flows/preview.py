@@ -96,9 +96,14 @@ def resubmit_to_gpu(params: LocalizeParams, exc: InsufficientGPUMemory | Preview
         reason, measured = "too slow", exc.figures.as_dict()
     else:
         reason, measured = "out of GPU memory", {"rungs": exc.rungs}
+    from prefect.runtime import flow_run
+
+    # One resubmission per laptop run, even when the busy API's answer is lost and the client sends it again
+    # (seen in CI: the same preview created twice, the second refused as JobExists after the first delivered).
+    key = f"lipline-preview-resubmit-{flow_run.id}" if flow_run.id else None
     try:
         run = run_deployment(name, parameters={"params": params.model_dump(mode="json"), "resubmit": False},
-                             timeout=0)
+                             timeout=0, idempotency_key=key)
     except (ObjectNotFound, ValueError) as err:
         raise DeploymentNotFound(f"preview {params.job_id} stopped here ({reason}: {exc}) but "
                                  f"LIPLINE_PREVIEW_FALLBACK_DEPLOYMENT={name!r} is not a deployment in the Prefect "

@@ -171,6 +171,9 @@ def test_a_preview_the_laptop_cannot_make_is_resubmitted_to_the_gpu_pool(prefect
 
     gpu = _finished(prefect_stack, new_id)
     assert gpu["work_pool_name"] == "gpu" and gpu["parameters"]["resubmit"] is False
+    resubmitted = [r for r in prefect_stack.flow_runs_of("preview", "preview-gpu")
+                   if r["parameters"]["params"]["job_id"] == job_id]
+    assert [r["id"] for r in resubmitted] == [new_id], "one resubmission per laptop run (idempotency key)"
     assert gpu["parameters"]["params"]["job_id"] == job_id
     assert gpu["parent_task_run_id"], "the gpu run is linked to the laptop run in the UI"
     width, height, seconds, manifest = _deliverable(s3, prefect_stack, job_id, tmp_path)
