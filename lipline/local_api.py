@@ -28,7 +28,7 @@ import tempfile
 import time
 import tomllib
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from lipline.errors import LiplineError
@@ -112,11 +112,6 @@ class LocalAPI:
     url: str
     process: subprocess.Popen | None = None
     log: Path | None = None
-    started_at: float = field(default_factory=time.monotonic)
-
-    @property
-    def reused(self) -> bool:
-        return self.process is None
 
     def wait_ready(self, timeout: float | None = None) -> float:
         """Block until the API answers; returns the seconds waited. Raises `LocalAPIError` if the server exits or
