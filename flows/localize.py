@@ -33,8 +33,8 @@ from lipline.provenance import lipline_version
 from lipline.settings import get_settings
 from lipline.store import Store
 from lipline.tasks import archive as archive_stage
-from lipline.tasks import (faces, gpu_dispatch, merge, normalize, post, qc_report, quality_gate, segment,
-                           segment_results, validate)
+from lipline.tasks import (faces, gpu_dispatch, merge, normalize, post, qc_plots, qc_report, quality_gate,
+                           segment, segment_results, validate)
 from lipline.uris import local_path, sha256_file, to_path
 
 
@@ -200,6 +200,20 @@ def report_stage(job: Job, manifest: dict, local: dict, final, tracked: faces.Tr
         return None
 
 
+def sheet_times(original: Path, video) -> list[float]:
+    """The QC contact sheet's times in the main part (`tasks/qc_plots.sheet_times`: on the original's keyframes
+    where one is near; the final encode makes them keyframes of the deliverable). [] when the original's keyframes
+    cannot be read: the report then picks its own times."""
+    rate = video.fps_num / video.fps_den
+    try:
+        keys = qc_plots.keyframe_times(original)
+    except Exception:  # noqa: BLE001 - the report is the deliverable's companion: it never costs the job
+        get_run_logger().warning("keyframes of %s not read; the QC report picks its own times", original.name,
+                                 exc_info=True)
+        return []
+    return qc_plots.sheet_times(video.frame_count / rate, qc_report.SHEET_FRAMES, rate, keys)
+
+
 def content_keys(segments: list[Segment], plan, video, video_sha256: str,
                  tracked: faces.TrackedFaces | None) -> list[Segment]:
     """Each segment with its content key (what its frames and audio depend on; keys its engine result)."""
@@ -310,13 +324,14 @@ def run_stages(job: Job) -> LocalizeResult:
 
     # 8. One final encode: subtitles, intro/outro, delivery audio.
     with job.stage_of("post"):
+        sheet = sheet_times(Path(local["video"]), video)
         final = post.post(main_video, audio.delivery_uri, job.workdir / "final",
                           PostParams(burn_subtitles=p.burn_subtitles, soft_subtitles=p.soft_subtitles,
                                      preset=p.x264_preset, crf=p.crf),
                           subtitles_uri=local["subtitles"], intro_uri=local["intro"], outro_uri=local["outro"],
                           progress=lambda f: job.progress.update("post", f),
                           main_frame_limit=plan.total_frames if main_runs is None else None, main_runs=main_runs,
-                          main_rate=Fraction(video.fps_num, video.fps_den))
+                          main_rate=Fraction(video.fps_num, video.fps_den), keyframes_at=sheet)
 
     # 9. Archive: deliverable + sidecars + validation, manifest.json last.
     with job.stage_of("archive"):
@@ -333,7 +348,8 @@ def run_stages(job: Job) -> LocalizeResult:
             "length_mode": plan.length_mode, "audio_pad_s": plan.audio_pad_s,
             "segments": [s.model_dump(mode="json", exclude={"video_uri", "audio_uri", "face_track_uri"})
                          for s in segments],  # their files lived in the job's temp dir
-            "post": {"main_offset_s": final.intro_offset_s, "duration_s": final.duration_s, "fps": final.rate},
+            "post": {"main_offset_s": final.intro_offset_s, "duration_s": final.duration_s, "fps": final.rate,
+                     "sheet_times_s": sheet},
             "timings_s": job.timings,
         }
         files = {"final.mp4": Path(final.video_path), "validation.json": validation_doc}

@@ -208,6 +208,15 @@ def run_ffmpeg_with_progress(args: list[str | os.PathLike], *, what: str, expect
 
 # ------------------------------------------------------------------------------------------------------ stage
 
+def _forced_keyframes(times: Sequence[float], offset: Fraction, rate: Fraction) -> list[str]:
+    """``-force_key_frames`` for main-part `times`: the first frame at or after each, a quarter frame early so that
+    rounding never moves it to the next frame."""
+    if not times:
+        return []
+    quarter = 0.25 / float(rate)
+    return ["-force_key_frames", ",".join(f"{max(0.0, float(offset) + t - quarter):.6f}" for t in sorted(times))]
+
+
 def _check_runs(runs: Sequence[Run], source_frames: int, uri: str) -> int:
     """Frames the runs show; every source frame they name must exist in the main video."""
     for run in runs:
@@ -220,7 +229,8 @@ def _check_runs(runs: Sequence[Run], source_frames: int, uri: str) -> int:
 def finalize(main_video_uri: str, delivery_audio_uri: str, out_dir: Path, params: PostParams,
              subtitles_uri: str | None = None, intro_uri: str | None = None, outro_uri: str | None = None,
              *, progress: ProgressFn | None = None, main_frame_limit: int | None = None,
-             main_runs: Sequence[Run] | None = None, main_rate: Fraction | None = None) -> FinalOutputs:
+             main_runs: Sequence[Run] | None = None, main_rate: Fraction | None = None,
+             keyframes_at: Sequence[float] = ()) -> FinalOutputs:
     """Write `out_dir/final.mp4` (+ `final.srt`, `final.vtt` when there are subtitles and soft subtitles are on).
 
     `main_video_uri`: the merged lip-synced video at the source frame rate (its audio, if any, is ignored).
@@ -231,7 +241,8 @@ def finalize(main_video_uri: str, delivery_audio_uri: str, out_dir: Path, params
     show them, decoded once and piped into this encode (no intermediate encode). `main_rate`: the job's exact rate
     (the probe's), delivered instead of the one the main file's own timestamps give (a stream copy from a coarse
     time base, e.g. MKV's 1 ms, reads as 16000/667 where the source is 24000/1001). Intro and outro are conformed to
-    the main clip; a bumper without audio gets silence.
+    the main clip; a bumper without audio gets silence. `keyframes_at`: times in the main part (seconds) whose
+    frames become keyframes of the deliverable (the QC contact sheet's, decoded without the frames before them).
     """
     out_dir = Path(out_dir).absolute()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -321,7 +332,7 @@ def finalize(main_video_uri: str, delivery_audio_uri: str, out_dir: Path, params
             args += ["-map", f"{next_index}:s:0", "-c:s", "mov_text",
                      "-metadata:s:s:0", f"language={params.subtitle_language}"]
         args += ["-c:v", "libx264", "-preset", params.preset, "-crf", str(params.crf), "-pix_fmt", "yuv420p",
-                 "-r", rate_text(rate), "-fps_mode", "cfr",
+                 "-r", rate_text(rate), "-fps_mode", "cfr", *_forced_keyframes(keyframes_at, intro_offset, rate),
                  "-c:a", "aac", "-b:a", params.audio_bitrate, "-ar", str(SAMPLE_RATE), "-ac", "2",
                  "-movflags", "+faststart", "-f", "mp4", partial]
         try:
@@ -345,10 +356,12 @@ def finalize(main_video_uri: str, delivery_audio_uri: str, out_dir: Path, params
 def post(main_video_uri: str, delivery_audio_uri: str, out_dir: Path, params: PostParams,
          subtitles_uri: str | None = None, intro_uri: str | None = None, outro_uri: str | None = None,
          progress: ProgressFn | None = None, main_frame_limit: int | None = None,
-         main_runs: list | None = None, main_rate: Fraction | None = None) -> FinalOutputs:
+         main_runs: list | None = None, main_rate: Fraction | None = None,
+         keyframes_at: list[float] | None = None) -> FinalOutputs:
     return finalize(main_video_uri, delivery_audio_uri, out_dir, params, subtitles_uri, intro_uri, outro_uri,
                     progress=progress or ProgressArtifact("final-encode", "Final encode"),
-                    main_frame_limit=main_frame_limit, main_runs=main_runs, main_rate=main_rate)
+                    main_frame_limit=main_frame_limit, main_runs=main_runs, main_rate=main_rate,
+                    keyframes_at=keyframes_at or ())
 
 
 __all__ = ["FinalOutputs", "PostParams", "decode_subtitle_bytes", "finalize", "load_subtitles", "post",

@@ -9,6 +9,7 @@ read in chunks and never held whole in memory.
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,6 +31,38 @@ NO_FACE_CAPTION = "no face track: centre of the lower third of the frame"
 # ------------------------------------------------------------------------------------------------ frames
 
 
+def keyframe_times(path: Path) -> list[float]:
+    """Display times in seconds of the keyframes of the first video stream of `path`, sorted (one demux pass, no
+    decoding)."""
+    import av
+
+    with av.open(str(path), metadata_errors="ignore") as container:
+        stream = container.streams.video[0]
+        tb = stream.time_base
+        return sorted(float(p.pts * tb) for p in container.demux(stream) if p.is_keyframe and p.pts is not None)
+
+
+def sheet_times(duration_s: float, frames: int, rate: float, keyframes: Sequence[float] = ()) -> list[float]:
+    """The contact sheet's times in the main part: the centres of `frames` equal slices of `duration_s`, each moved
+    onto a frame boundary of `rate` and, when one of `keyframes` (the original's) lies within a quarter of a slice,
+    onto that keyframe — a frame the report then decodes without the frames before it. Sorted and distinct; the
+    final encode puts a keyframe at each (`tasks/post.py`), so the deliverable's side costs one frame each too."""
+    if frames < 1:
+        raise ValueError(f"frames must be ≥ 1, got {frames}")
+    if duration_s <= 0 or rate <= 0:
+        return []
+    slice_s, last = duration_s / frames, (math.ceil(duration_s * rate) - 1) / rate
+    times: list[float] = []
+    for k in range(frames):
+        centre = (k + 0.5) * slice_s
+        near = [key for key in keyframes if abs(key - centre) <= slice_s / 4 and key <= last]
+        t = min(near, key=lambda key: abs(key - centre)) if near else centre
+        t = min(round(t * rate) / rate, last)
+        if not times or t > times[-1]:
+            times.append(t)
+    return times
+
+
 def frames_at(path: Path, times: Sequence[float]) -> list[np.ndarray | None]:
     """BGR frames of `path` shown at each time in seconds (the first frame whose display interval reaches it);
     None past the end of the stream.
@@ -46,7 +79,7 @@ def frames_at(path: Path, times: Sequence[float]) -> list[np.ndarray | None]:
         stream = container.streams.video[0]
         rate = float(stream.average_rate or stream.guessed_rate or 25)
         tb = stream.time_base
-        keys = sorted(float(p.pts * tb) for p in container.demux(stream) if p.is_keyframe and p.pts is not None)
+        keys = keyframe_times(path)
         stream.thread_type = "AUTO"  # frame + slice threads
         decoded = None  # the decoder, positioned after `shown`
         shown = None    # the last frame it returned
@@ -118,19 +151,21 @@ def _label(image: np.ndarray, text: str, x: int, y: int) -> None:
 
 
 def contact_sheet(original: Path, deliverable: Path, out: Path, *, main_offset_s: float, main_duration_s: float,
-                  size: tuple[int, int], track=None, frames: int = 8) -> str:
+                  size: tuple[int, int], track=None, frames: int = 8, times: Sequence[float] | None = None) -> str:
     """Write the contact sheet PNG to `out` and return its caption.
 
     Layout: a HEADER_H strip with each column's time in the main part, then the "before" row (mouth crops of
     `original` at those times) and the "after" row (the same crops of `deliverable` at ``main_offset_s`` later),
     each TILE px high, after a LABEL_W column of labels. Times are the centres of `frames` equal slices of
-    ``main_duration_s``. `size` is the (width, height) the face track's pixels refer to (the normalized video).
+    ``main_duration_s`` unless `times` (main-part seconds, e.g. `sheet_times`) gives them. `size` is the (width,
+    height) the face track's pixels refer to (the normalized video).
     """
     import cv2
 
     if frames < 1:
         raise ValueError(f"frames must be ≥ 1, got {frames}")
-    times = [(k + 0.5) * main_duration_s / frames for k in range(frames)]
+    times = list(times) if times else [(k + 0.5) * main_duration_s / frames for k in range(frames)]
+    frames = len(times)
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="lipline-contact-sheet") as pool:  # decoders free the GIL
         after_job = pool.submit(frames_at, deliverable, [main_offset_s + t for t in times])
         before = frames_at(original, times)
@@ -213,4 +248,5 @@ def loudness_plot(dub: Path, delivered: Path, out: Path, *, target_lufs: float |
 
 
 __all__ = ["LIP_LANDMARKS", "HEADER_H", "LABEL_W", "TILE", "NO_FACE_CAPTION", "contact_sheet", "crop_tile",
-           "fallback_box", "frames_at", "loudness_plot", "momentary_loudness", "mouth_box", "track_box"]
+           "fallback_box", "frames_at", "keyframe_times", "loudness_plot", "momentary_loudness", "mouth_box",
+           "sheet_times", "track_box"]

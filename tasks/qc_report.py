@@ -25,6 +25,7 @@ from pathlib import Path
 from lipline.tasks.qc_plots import contact_sheet, loudness_plot
 
 NOT_MEASURED = "not measured"
+SHEET_FRAMES = 8  # columns of the contact sheet
 SEGMENT_COLUMNS = (("segment", "Segment"), ("engine", "Engine"), ("frames", "Frames"),
                    ("generated", "Generated"), ("passed_through", "Passed through"), ("gpu_s", "GPU s"),
                    ("reused", "Reused"), ("worker", "Worker"), ("offset_frames", "Offset (frames)"),
@@ -219,11 +220,12 @@ def render_html(manifest: dict, *, sheet: Path | None, sheet_caption: str, loudn
 
 def build_report(manifest: dict, *, original_video: Path, deliverable: Path, dub_audio: Path,
                  delivered_audio: Path | None, face_track: Path | None, out_dir: Path,
-                 price_per_gpu_hour: float = 2.5, sheet_frames: int = 8,
+                 price_per_gpu_hour: float = 2.5, sheet_frames: int = SHEET_FRAMES,
                  validation: list[dict] | None = None) -> ReportFiles:
     """Write ``report.html``, ``contact-sheet.png`` and ``loudness.png`` into `out_dir`.
 
-    `original_video` is the normalized video the face track (`face_track`, a `FaceTrack` file; None: crops of the
+    The contact sheet's times are the manifest's ``post.sheet_times_s`` (the keyframes the final encode forced)
+    when it has them. `original_video` is the normalized video the face track (`face_track`, a `FaceTrack` file; None: crops of the
     centre of the lower third) refers to; `delivered_audio` None means the deliverable's own audio, whose time axis
     is then shifted by the intro. `validation` is the job's ``validation.json`` content.
     """
@@ -240,7 +242,7 @@ def build_report(manifest: dict, *, original_video: Path, deliverable: Path, dub
     sheet = out_dir / "contact-sheet.png"
     caption = contact_sheet(original_video, deliverable, sheet, main_offset_s=offset,
                             main_duration_s=main_duration_s(manifest, original_video), size=size, track=track,
-                            frames=sheet_frames)
+                            frames=sheet_frames, times=(manifest.get("post") or {}).get("sheet_times_s"))
     target = (manifest.get("loudness") or {}).get("target_lufs")
     plot = out_dir / "loudness.png"
     medians = loudness_plot(dub_audio, delivered_audio or deliverable, plot, target_lufs=target,

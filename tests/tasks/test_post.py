@@ -309,3 +309,16 @@ def test_main_runs_past_the_source_are_refused(counter_main, tmp_path):
         finalize(str(counter_main), str(dub), tmp_path / "o", FAST,
                  main_runs=[FrameRun(out_start=0, out_end=60, src_start=0, step=1)])
     assert not list((tmp_path / "o").glob("final.mp4*"))
+
+
+def test_contact_sheet_times_become_keyframes_of_the_deliverable(src, tmp_path):
+    """`keyframes_at` (main-part seconds): the frame at intro offset + t is a keyframe; nothing else changes."""
+    from lipline.tasks.qc_plots import keyframe_times
+
+    times = [0.4, 1.2, 2.0]  # frames 10, 30, 50 of the 25 fps main
+    out = finalize(str(src["main"]), str(src["dub"]), tmp_path / "o", FAST, intro_uri=str(src["intro"]),
+                   keyframes_at=times)
+    keys = keyframe_times(Path(out.video_path))
+    for t in times:
+        assert any(abs(k - (out.intro_offset_s + t)) < 1e-3 for k in keys), (t, out.intro_offset_s, keys)
+    assert out.frame_count == probe_media(out.video_path).video.frame_count

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from lipline.media import ffmpeg_exe
-from lipline.tasks.qc_plots import frames_at
+from lipline.tasks.qc_plots import frames_at, keyframe_times, sheet_times
 
 
 def _every_frame(path, times):
@@ -37,3 +37,26 @@ def test_frames_at_matches_decoding_every_frame(tmp_path, gop):
     for t, g, e in zip(times, got, expected):
         if e is not None:
             assert np.array_equal(g, e), f"t={t}"
+
+
+def test_keyframe_times_are_the_streams_keyframes(tmp_path):
+    video = tmp_path / "g10.mp4"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=96x64:rate=25:duration=2",
+                    "-c:v", "libx264", "-g", "10", "-keyint_min", "10", "-sc_threshold", "0", "-bf", "2",
+                    "-pix_fmt", "yuv420p", str(video)], check=True)
+    assert keyframe_times(video) == pytest.approx([0.0, 0.4, 0.8, 1.2, 1.6])
+
+
+def test_sheet_times_are_slice_centres_on_frames_or_on_a_near_keyframe():
+    # 10 s at 25 fps, 5 columns: centres 1, 3, 5, 7, 9 s; a slice is 2 s, a quarter 0.5 s
+    assert sheet_times(10.0, 5, 25) == pytest.approx([1.0, 3.0, 5.0, 7.0, 9.0])
+    # keyframes within 0.5 s move a time onto them (the nearest wins); 6.0 s is too far from 7 s
+    assert sheet_times(10.0, 5, 25, [0.0, 0.6, 2.8, 3.4, 4.52, 6.0, 9.9]) == pytest.approx([0.6, 2.8, 4.52, 7.0, 9.0])
+    # every time lands on a frame boundary of the rate
+    for t in sheet_times(10.0, 7, 30000 / 1001, [1.2345]):
+        assert abs(t * 30000 / 1001 - round(t * 30000 / 1001)) < 1e-6
+    # more columns than frames: distinct times, never past the last frame
+    assert sheet_times(0.12, 8, 25) == pytest.approx([0.0, 0.04, 0.08])
+    assert sheet_times(0.0, 8, 25) == []
+    with pytest.raises(ValueError):
+        sheet_times(1.0, 0, 25)
