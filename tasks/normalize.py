@@ -2,14 +2,15 @@
 intermediate video (CFR, rotation applied, even dimensions, yuv420p, no audio).
 
 Audio
-    Two-pass ffmpeg ``loudnorm``: pass 1 measures (``print_format=json``), pass 2 applies the measured values with
-    ``linear=true``, which is a plain gain and keeps the dynamics of the speech. When the gain needed to reach the
-    target would push the true peak over the ceiling, loudnorm silently falls back to its *dynamic* mode (a
-    compressor that also misses the target on short clips); Lipline detects that from the pass-2 report (or predicts
-    it from pass 1) and instead **normalises then limits**: a gain to the target, then a look-ahead limiter run at
-    192 kHz (4x oversampling, the BS.1770 true-peak meter's rate) a little under the ceiling. The result is measured
-    with pyloudnorm; if it is off by more than ``tolerance_lu`` or over the ceiling, the gain/limit is corrected and
-    run again (at most a few times). Every resampling is followed by an explicit ``aformat`` (stack notes).
+    Linear normalization is one plain gain (what ffmpeg's two-pass ``loudnorm`` applies with ``linear=true``; it
+    keeps the dynamics of the speech), computed from the source's BS.1770 measurement (pyloudnorm's meter, made by
+    validation already) and applied in one ffmpeg pass. When that gain would push the true peak over the ceiling
+    (loudnorm would silently fall back to its *dynamic* mode, a compressor that also misses the target on short
+    clips), Lipline **normalises then limits**: a gain to the target, then a look-ahead limiter run at 192 kHz (4x
+    oversampling, the BS.1770 true-peak meter's rate) a little under the ceiling. The result is measured with
+    pyloudnorm; if it is off by more than ``tolerance_lu`` (a downmix to stereo changes the loudness) or over the
+    ceiling, the gain/limit is corrected and run again (at most a few times). Every resampling is followed by an
+    explicit ``aformat`` (stack notes).
 
 Video
     A source that is already conformant (H.264, yuv420p, CFR, even dimensions, no display rotation) is kept as it
@@ -20,10 +21,8 @@ Video
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import re
 from fractions import Fraction
 from pathlib import Path
 
@@ -78,7 +77,7 @@ class NormalizedAudio(Record):
     after: LoudnessMeasure
     target_lufs: float
     true_peak_db: float
-    method: str = Field(description="'linear' (two-pass loudnorm) or 'gain+limiter' (normalise, then limit)")
+    method: str = Field(description="'linear' (one gain) or 'gain+limiter' (normalise, then limit)")
     duration_s: float = Field(description="Delivery audio duration from its samples")
 
 
@@ -97,19 +96,6 @@ class NormalizedVideo(Record):
 # --------------------------------------------------------------------------------------------------- audio
 
 
-def _loudnorm_report(stderr: bytes) -> dict:
-    text = stderr.decode("utf-8", "replace")
-    blocks = re.findall(r"\{[^{}]*\}", text)
-    for block in reversed(blocks):
-        try:
-            data = json.loads(block)
-        except json.JSONDecodeError:
-            continue
-        if "input_i" in data:
-            return data
-    raise MediaToolError("loudnorm printed no JSON report: " + " | ".join(text.strip().splitlines()[-4:]))
-
-
 def _measure(path: Path) -> LoudnessMeasure:
     from lipline.tasks.audio_stream import measure_file
 
@@ -125,6 +111,11 @@ def _finite(value: float, default: float) -> float:
 
 _OUT_FORMAT = f"aformat=sample_fmts=s32:sample_rates={DELIVERY_RATE}:channel_layouts=stereo"
 _TO_STEREO = "aformat=channel_layouts=stereo"
+
+
+def _gain_chain(gain_db: float) -> str:
+    """A plain gain (linear normalization), to 48 kHz stereo."""
+    return f"{_TO_STEREO},volume={gain_db:.4f}dB:precision=double,aresample={DELIVERY_RATE},{_OUT_FORMAT}"
 
 
 def _gain_limit_chain(gain_db: float, ceiling_db: float) -> str:
@@ -162,53 +153,32 @@ def normalize_audio(audio_uri: str, out_dir: Path, target_lufs: float = -16.0, t
                          "Provide an audio track that contains speech.")
 
     target, ceiling = params.target_lufs, params.true_peak_db
-    lra = 50.0  # never the reason for a dynamic fallback: we only want a gain
-    base = f"I={target}:TP={ceiling}:LRA={lra}"
     io = ["-i", src, "-map", "0:a:0", "-vn", "-sn", "-dn"]
-    # pass 1: measure
-    proc = run_ffmpeg(["-loglevel", "info", *io, "-af", f"{_TO_STEREO},loudnorm={base}:print_format=json",
-                       "-f", "null", "-"], what=f"measuring the loudness of {src.name}")
-    m = _loudnorm_report(proc.stderr)
-    mi = _finite(float(m["input_i"]), before.integrated_lufs)
-    mtp = _finite(float(m["input_tp"]), before.true_peak_dbtp or 0.0)
-    mlra = _finite(float(m["input_lra"]), 0.0)
-    mth = _finite(float(m["input_thresh"]), -70.0)
-
-    method = "linear"
-    linear_possible = mtp + (target - mi) <= ceiling
-    if linear_possible:
-        # pass 2: linear (a gain) with the measured values
-        second = (f"{_TO_STEREO},loudnorm={base}:measured_I={mi}:measured_TP={mtp}:measured_LRA={mlra}:"
-                  f"measured_thresh={mth}:offset={_finite(float(m['target_offset']), 0.0)}:linear=true:"
-                  f"print_format=json,aresample={DELIVERY_RATE},{_OUT_FORMAT}")
-        proc = run_ffmpeg(["-loglevel", "info", *io, "-af", second, "-c:a", "pcm_s24le", delivery],
-                          what=f"normalizing the loudness of {src.name}")
-        if _loudnorm_report(proc.stderr).get("normalization_type") != "linear":
-            method = "gain+limiter"  # ffmpeg fell back to dynamic mode: redo as normalise-then-limit
-    else:
-        method = "gain+limiter"
-
-    if method == "linear":
+    gain = target - before.integrated_lufs
+    after = None
+    if before.true_peak_dbtp is None or before.true_peak_dbtp + gain <= ceiling:
+        # linear: one plain gain from the source's BS.1770 measurement (what loudnorm's linear mode applies,
+        # without its two passes at 192 kHz); the result is measured, and corrected below if it misses
+        method = "linear"
+        run_ffmpeg([*io, "-af", _gain_chain(gain), "-c:a", "pcm_s24le", delivery],
+                   what=f"normalizing the loudness of {src.name}")
         after = _measure(delivery)
     else:
-        after = None
-    # normalise then limit (also the correction loop when the linear result misses)
-    gain = target - mi
+        method = "gain+limiter"
+    # normalise then limit (also the correction loop when the first result misses)
     limit_db = ceiling - 0.3
     for _ in range(4):
         if after is not None and abs(after.integrated_lufs - target) <= params.tolerance_lu \
                 and (after.true_peak_dbtp is None or after.true_peak_dbtp <= ceiling):
             break
         if after is not None:
-            if method == "linear":
-                gain = target - mi  # start the fallback from the plain gain
-                method = "gain+limiter"
-            else:
-                gain += target - after.integrated_lufs
-                if after.true_peak_dbtp is not None and after.true_peak_dbtp > ceiling:
+            gain += target - after.integrated_lufs  # e.g. a downmix to stereo changed the loudness
+            if after.true_peak_dbtp is not None and after.true_peak_dbtp > ceiling:
+                if method == "gain+limiter":
                     limit_db -= (after.true_peak_dbtp - ceiling) + 0.1
-        run_ffmpeg([*io, "-af", _gain_limit_chain(gain, limit_db), "-c:a", "pcm_s24le", delivery],
-                   what=f"normalizing and limiting {src.name}")
+                method = "gain+limiter"
+        chain = _gain_chain(gain) if method == "linear" else _gain_limit_chain(gain, limit_db)
+        run_ffmpeg([*io, "-af", chain, "-c:a", "pcm_s24le", delivery], what=f"normalizing {src.name} ({method})")
         after = _measure(delivery)
     assert after is not None
     if abs(after.integrated_lufs - target) > 1.0 or (after.true_peak_dbtp or -99) > ceiling + 0.05:
