@@ -221,8 +221,9 @@ class PostParams(Record):
                                                    ".srt/.vtt sidecars")
     preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
                     "veryslow"] = Field(
-        "veryfast", description="libx264 preset of the single final encode. 'veryfast' keeps the whole pipeline "
-                                "within 1.3x of one plain encode while staying visually clean at the default CRF")
+        "veryfast", description="libx264 preset of the single final encode (the largest cost of a job on CPU). "
+                                "'veryfast' stays visually clean at the default CRF; slower presets make smaller "
+                                "files for more encode time")
     crf: int = Field(20, ge=0, le=51, description="libx264 constant rate factor (lower = better, bigger); "
                                                   "18-23 is the usual delivery range")
     audio_bitrate: str = Field("192k", pattern=r"^\d+k$", description="AAC bitrate of the delivery audio")
