@@ -26,7 +26,7 @@ print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 
 def peak_rss_mb(cmd: list[str]) -> tuple[float, float]:
     """(largest single process, whole process tree summed) in MB."""
-    _seconds, tree, out = timed([sys.executable, "-c", WRAPPER, *cmd])
+    _seconds, tree, out, _cpu = timed([sys.executable, "-c", WRAPPER, *cmd])
     return int(out.strip().splitlines()[-1]) / 1024, tree / 2**20
 
 

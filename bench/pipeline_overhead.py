@@ -12,8 +12,10 @@ Cases (`--cases`, comma-separated):
 
 The talking clips carry camera-like sensor noise (a still image would encode unrealistically fast and make every
 fixed cost look large). For each lipline run the peak RSS of the whole job is sampled every 0.1 s from /proc: the
-CLI process and all its descendants (ffmpeg, Prefect's embedded server) summed, plus the largest single process
-(getrusage of the children). Target: flat in input length and ≤ 2 GB. Appends each case to bench/RESULTS.md.
+CLI process and all its descendants (ffmpeg, Prefect's embedded server) summed. Target: flat in input length and
+≤ 2 GB. The same sampling gives the CPU seconds of each process (job process, validation worker, Prefect server,
+ffmpeg): on a small machine their sum over the cores is the floor of the job's wall time. Appends each case to
+bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -52,8 +54,29 @@ def _children() -> dict[int, list[int]]:
     return tree
 
 
-def tree_rss_bytes(root: int) -> int:
-    """Resident memory of `root` and all its descendants (VmRSS summed)."""
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _kind(pid: int, root: int) -> str:
+    """What a process of the job is, for the CPU-seconds breakdown."""
+    if pid == root:
+        return "job process"
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return "other"
+    if "ffmpeg" in cmd.split(" ")[0]:
+        return "ffmpeg"
+    if "uvicorn" in cmd:
+        return "Prefect server"
+    if "multiprocessing" in cmd:
+        return "validation worker"
+    return "other"
+
+
+def sample_tree(root: int, cpu: dict[int, tuple[str, float]]) -> int:
+    """Resident memory of `root` and all its descendants (VmRSS summed); records each one's CPU seconds so far
+    (user + system) in `cpu` (pid -> (kind, seconds))."""
     tree, todo, total = _children(), [root], 0
     while todo:
         pid = todo.pop()
@@ -62,21 +85,27 @@ def tree_rss_bytes(root: int) -> int:
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1]) * 1024
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
+        seconds = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        kind = cpu[pid][0] if pid in cpu else _kind(pid, root)
+        cpu[pid] = (kind, max(seconds, cpu.get(pid, ("", 0.0))[1]))
     return total
 
 
-def timed(cmd: list[str], env: dict | None = None) -> tuple[float, int, str]:
-    """(seconds, peak RSS of the process tree in bytes, stdout) of one command."""
+def timed(cmd: list[str], env: dict | None = None) -> tuple[float, int, str, dict[str, float]]:
+    """(seconds, peak RSS of the process tree in bytes, stdout, CPU seconds by kind of process) of one command.
+    CPU seconds are sampled every 0.1 s: a process that lives less than that is missed."""
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     peak = [0]
+    cpu: dict[int, tuple[str, float]] = {}
     done = threading.Event()
 
     def sample() -> None:
         while not done.is_set():
-            peak[0] = max(peak[0], tree_rss_bytes(proc.pid))
+            peak[0] = max(peak[0], sample_tree(proc.pid, cpu))
             done.wait(0.1)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -87,7 +116,18 @@ def timed(cmd: list[str], env: dict | None = None) -> tuple[float, int, str]:
     sampler.join()
     if proc.returncode:
         raise SystemExit(f"{cmd[:4]} failed ({proc.returncode}): {err[-2000:]}")
-    return seconds, peak[0], out
+    by_kind: dict[str, float] = {}
+    for kind, used in cpu.values():
+        by_kind[kind] = by_kind.get(kind, 0.0) + used
+    return seconds, peak[0], out, by_kind
+
+
+def cpu_line(job: dict[str, float], plain: dict[str, float]) -> str:
+    """The job's CPU seconds by process, against the plain encode's, and the wall time they imply on this box."""
+    total, cores = sum(job.values()), os.cpu_count() or 1
+    parts = ", ".join(f"{kind} {sec:.1f}" for kind, sec in sorted(job.items(), key=lambda kv: -kv[1]))
+    return (f"- CPU seconds (user + system, sampled every 0.1 s): {parts}; total {total:.1f} vs the plain encode's "
+            f"{sum(plain.values()):.1f} → on {cores} cores the job cannot take less than {total / cores:.1f} s")
 
 
 def lipline_cmd(video: Path, audio: Path, work: Path, preset: str, tag: str, extra: list[str]) -> list[str]:
@@ -119,8 +159,8 @@ def run_case(case: str, work: Path, preset: str) -> None:
         title = f"{seconds:.0f} s 1080p30, subtitles + intro + outro, preset {preset}"
         note = ("- note: the deliverable is longer than the plain encode (3 s intro + 3 s outro are encoded too) and "
                 "has subtitles burnt in; both encodes use CRF 23")
-    plain, plain_rss, _ = timed(plain_cmd)
-    total, rss, out = timed(cmd, env={**os.environ, "PREFECT_LOGGING_LEVEL": "INFO"})
+    plain, plain_rss, _, plain_cpu = timed(plain_cmd)
+    total, rss, out, job_cpu = timed(cmd, env={**os.environ, "PREFECT_LOGGING_LEVEL": "INFO"})
     manifest = json.loads(Path(out.strip().rsplit("/", 1)[0] + "/manifest.json").read_text())
     stages = manifest["timings_s"]
     flow_s = sum(stages.values())
@@ -135,6 +175,7 @@ def run_case(case: str, work: Path, preset: str) -> None:
          f"- stages: {stage_text}",
          f"- peak RSS of the job, CLI + all child processes summed (sampled every 0.1 s): {rss / 2**20:.0f} MB "
          "(target ≤ 2048 MB, flat in input length)",
+         cpu_line(job_cpu, plain_cpu),
          note, LOAD_NOTE.format(start=load_start, end=os.getloadavg()[0], cores=os.cpu_count())])
 
 

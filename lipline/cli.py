@@ -155,6 +155,7 @@ def run(
     if result.dry_run:
         err.print(f"[yellow]engine {result.engine!r} is a dry run: original frames under the new audio, no lip-sync[/]")
     print(result.final_uri)
+    local_api.exit_now(0)
 
 
 @app.command()

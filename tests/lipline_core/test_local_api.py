@@ -113,3 +113,34 @@ def test_a_killed_run_takes_its_temporary_server_with_it(media, tmp_path):
     while _server_processes() - before:
         assert time.monotonic() < deadline, "the temporary server outlived a killed run"
         time.sleep(0.2)
+
+
+EXIT_NOW_SCRIPT = """
+import multiprocessing, sys, time
+from lipline.local_api import exit_now
+
+def sleeper(path):
+    time.sleep(60)
+    open(path, "w").write("outlived")
+
+if __name__ == "__main__":
+    child = multiprocessing.get_context("spawn").Process(target=sleeper, args=(sys.argv[1],))
+    child.start()
+    print(child.pid, end="")          # buffered: exit_now must flush it
+    sys.stderr.write("on stderr")
+    exit_now(3)
+"""
+
+
+def test_exit_now_keeps_the_exit_status_and_the_output_and_ends_the_children(tmp_path):
+    script = tmp_path / "exit_now_demo.py"
+    script.write_text(EXIT_NOW_SCRIPT)
+    marker = tmp_path / "child-outlived"
+    proc = subprocess.run([sys.executable, str(script), str(marker)], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONUNBUFFERED": ""})
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stdout.isdigit() and proc.stderr.endswith("on stderr")
+    child = int(proc.stdout)
+    time.sleep(0.5)
+    assert not Path(f"/proc/{child}").exists() or "zombie" in Path(f"/proc/{child}/status").read_text()
+    assert not marker.exists()
