@@ -89,7 +89,8 @@ def sample_tree(root: int, cpu: dict[int, tuple[str, float]]) -> int:
         except OSError:
             continue
         seconds = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-        kind = cpu[pid][0] if pid in cpu else _kind(pid, root)
+        known = cpu.get(pid, ("other", 0.0))[0]
+        kind = known if known != "other" else _kind(pid, root)  # a child seen between fork and exec: look again
         cpu[pid] = (kind, max(seconds, cpu.get(pid, ("", 0.0))[1]))
     return total
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import ctypes
 import math
 import os
+import shutil
+import tempfile
 from fractions import Fraction
 from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator, Protocol
@@ -95,6 +97,7 @@ class FrameReader:
 
 
 REVERSE_BUDGET_BYTES = 192 << 20  # raw frames held at once while reversing a run (15 frames at 4K; the job ≤ 2 GB)
+SPILL_BUDGET_BYTES = 8 << 30  # a reversed run up to this size goes through a temp file (decoded once) instead
 
 
 class Run(Protocol):
@@ -140,19 +143,72 @@ def release_free_memory() -> None:
         pass
 
 
-def pipe_frames_in_order(path: Path, rate: Fraction, n_source: int, runs: Iterable[Run], out: BinaryIO) -> int:
-    """Decode `path` once, in the order `runs` show its frames, and write them as raw yuv420p to `out` (the stdin
-    of the one final encode); returns the frames written. Memory: one reversed chunk (see `reverse_chunk`)."""
+def write_yuv420p(frame, out: BinaryIO) -> None:
+    """Write a yuv420p frame as raw bytes (Y, then U, then V, rows without padding): straight from the decoder's
+    planes when their rows have no padding, else through one packed copy."""
+    planes = frame.planes
+    if all(p.line_size == p.width for p in planes):
+        for p in planes:
+            out.write(memoryview(p)[: p.line_size * p.height])
+    else:
+        out.write(frame.to_ndarray().data)
+
+
+def _as_yuv420p(frame, width: int, height: int):
+    if frame.format.name != "yuv420p" or frame.width != width or frame.height != height:
+        frame = frame.reformat(width=width, height=height, format="yuv420p")
+    return frame
+
+
+def spill_fits(spill_dir: Path | None, nbytes: int) -> bool:
+    """Whether a reversed run of `nbytes` raw frames may go through a file in `spill_dir` (within
+    `SPILL_BUDGET_BYTES` and half the free space there)."""
+    if spill_dir is None or nbytes > SPILL_BUDGET_BYTES:
+        return False
+    try:
+        return shutil.disk_usage(spill_dir).free >= 2 * nbytes
+    except OSError:
+        return False
+
+
+def reversed_through_file(reader: FrameReader, run: Run, width: int, height: int, spill_dir: Path,
+                          out: BinaryIO) -> int:
+    """Write a backwards run to `out`: its frames decoded forward once into a raw file in `spill_dir`, then read
+    back last to first (one frame in memory). Chunked decoding (`run_frames`) decodes from the keyframe before each
+    chunk again: with keyframes far apart (a 5 s 4K clip with one) that is several times the frames."""
+    frame_bytes = width * height * 3 // 2
+    lo = run.src_start - run.length + 1
+    with tempfile.TemporaryFile(dir=spill_dir, prefix="lipline-reversed-") as spill:
+        n = 0
+        for frame in reader.frames(lo, run.src_start + 1):
+            write_yuv420p(_as_yuv420p(frame, width, height), spill)
+            n += 1
+        spill.flush()
+        fd = spill.fileno()
+        for i in range(n - 1, -1, -1):
+            data = os.pread(fd, frame_bytes, i * frame_bytes)
+            if len(data) != frame_bytes:
+                raise MediaToolError(f"reversed run: frame {i} of {n} could not be read back from its spill file")
+            out.write(data)
+    return n
+
+
+def pipe_frames_in_order(path: Path, rate: Fraction, n_source: int, runs: Iterable[Run], out: BinaryIO,
+                         spill_dir: Path | None = None) -> int:
+    """Decode `path` in the order `runs` show its frames and write them as raw yuv420p to `out` (the stdin of the
+    one final encode); returns the frames written. A backwards run goes through a raw file in `spill_dir` when it
+    fits (`spill_fits`; each frame decoded once), else in chunks held in memory (`reverse_chunk`)."""
     reader = FrameReader(path, rate, n_source)
     try:
         width, height = reader.stream.codec_context.width, reader.stream.codec_context.height
         chunk = reverse_chunk(width, height)
         n = 0
         for run in runs:
+            if run.step < 0 and run.length > chunk and spill_fits(spill_dir, run.length * width * height * 3 // 2):
+                n += reversed_through_file(reader, run, width, height, spill_dir, out)
+                continue
             for frame in run_frames(reader, run, chunk):
-                if frame.format.name != "yuv420p" or frame.width != width or frame.height != height:
-                    frame = frame.reformat(width=width, height=height, format="yuv420p")
-                out.write(frame.to_ndarray().data)
+                write_yuv420p(_as_yuv420p(frame, width, height), out)
                 n += 1
         return n
     finally:

@@ -281,13 +281,20 @@ def counter_main(tmp_path_factory) -> Path:
     return path
 
 
-def test_main_runs_are_encoded_in_plan_order(counter_main, tmp_path, monkeypatch):
+@pytest.mark.parametrize("spill", [True, False], ids=["reversed-through-a-file", "reversed-in-chunks"])
+def test_main_runs_are_encoded_in_plan_order(counter_main, tmp_path, monkeypatch, spill):
     """Ping-pong without an intermediate encode: the one final encode gets the frames in the plan's order (the
-    reversed run decoded in chunks of 8), exact frame count, audio as long as the picture."""
+    reversed run decoded once into a raw temp file, or, over the spill budget, in chunks of 8), exact frame count,
+    audio as long as the picture."""
     import lipline.frames as frames
     from lipline.tasks.segment import FrameRun
 
     monkeypatch.setattr(frames, "REVERSE_BUDGET_BYTES", 64 * 48 * 3 // 2 * 8)
+    spilled = []
+    real = frames.reversed_through_file
+    monkeypatch.setattr(frames, "reversed_through_file", lambda *a, **k: spilled.append(1) or real(*a, **k))
+    if not spill:
+        monkeypatch.setattr(frames, "SPILL_BUDGET_BYTES", 0)
     runs = [FrameRun(out_start=0, out_end=50, src_start=0, step=1), FrameRun(out_start=50, out_end=80, src_start=49,
                                                                                step=-1),
             FrameRun(out_start=80, out_end=85, src_start=20, step=0)]
@@ -297,6 +304,7 @@ def test_main_runs_are_encoded_in_plan_order(counter_main, tmp_path, monkeypatch
     with av.open(out.video_path) as c:
         got = [int(round(f.to_ndarray()[: f.height].mean() / 4)) for f in c.decode(video=0)]
     assert got == [*range(50), *range(49, 19, -1), *[20] * 5]
+    assert spilled == ([1] if spill else [])
     assert out.frame_count == 85 and probe_media(out.video_path).audio.duration_s == pytest.approx(3.4, abs=1 / 25)
 
 
