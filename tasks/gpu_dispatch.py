@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from uuid import uuid4
 
 from lipline.errors import DeploymentNotFound, EngineError, InsufficientGPUMemory, StoreError
 from lipline.records import EngineResult, LipsyncOptions, Segment
@@ -83,10 +84,12 @@ class Deployment:
 
         out_prefix = job.store.uri(f"{job.job_id}/work/synced")
         try:
-            run = run_deployment(self.name, timeout=None, parameters={
-                "segments": [s.model_dump(mode="json") for s in job.share()], "engine": job.engine,
-                "out_prefix": out_prefix, "options": job.options.model_dump(mode="json"),
-                "store_root": job.store.root, "recompute": job.recompute})
+            # the key: a create the client resends after a lost answer returns this run (no second GPU run)
+            parameters = {"segments": [s.model_dump(mode="json") for s in job.share()], "engine": job.engine,
+                          "out_prefix": out_prefix, "options": job.options.model_dump(mode="json"),
+                          "store_root": job.store.root, "recompute": job.recompute}
+            run = run_deployment(self.name, timeout=None, parameters=parameters,
+                                 idempotency_key=f"lipline-gpu-{job.job_id}-{uuid4().hex}")
         except (ObjectNotFound, ValueError) as exc:
             raise DeploymentNotFound(f"LIPLINE_GPU_DEPLOYMENT={self.name!r}: no such deployment in the Prefect API "
                                      f"({type(exc).__name__}); set it to FLOW/DEPLOYMENT as `prefect deployment ls` "

@@ -152,7 +152,9 @@ class DeploymentRunner:
 
         deployment = DEPLOYMENTS[flow]
         try:
-            run = run_deployment(deployment, parameters={"params": params.model_dump(mode="json")}, timeout=0)
+            # the key makes a create the client resends after a lost answer return this run, not start a second
+            run = run_deployment(deployment, parameters={"params": params.model_dump(mode="json")}, timeout=0,
+                                 idempotency_key=f"lipline-portal-{params.job_id}-{secrets.token_hex(8)}")
         except ObjectNotFound as exc:
             raise JobStartError(f"deployment {deployment} not found on {os.environ.get('PREFECT_API_URL')}: "
                                 "apply it with `lipline deploy` (or `lipline stack up`)") from exc

@@ -59,6 +59,7 @@ def test_localize_runs_lipsync_on_the_gpu_pool_and_archives_to_s3(prefect_stack,
                 if f"/{job_id}/work/synced" in r["parameters"].get("out_prefix", "")]
     assert len(gpu_runs) == 1, [r["parameters"] for r in prefect_stack.flow_runs_of("lipsync-segments", "gpu")]
     assert gpu_runs[0]["work_pool_name"] == "gpu"
+    assert gpu_runs[0]["idempotency_key"].startswith(f"lipline-gpu-{job_id}-")  # a resent create returns this run
     assert gpu_runs[0]["state_type"] == "COMPLETED"
     assert gpu_runs[0]["parameters"]["segments"], "the GPU run got no segments"
     assert all(s["video_uri"].startswith("s3://") for s in gpu_runs[0]["parameters"]["segments"])

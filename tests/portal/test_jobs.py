@@ -90,6 +90,7 @@ def test_jobs_start_as_flow_runs_of_the_deployment_and_show_their_state(prefect_
     with get_client(sync_client=True) as client:
         run = client.read_flow_run(run_id)
         assert run.parameters["params"]["crf"] == 23 and run.parameters["params"]["job_id"] == "ep1-de"
+        assert run.idempotency_key.startswith("lipline-portal-ep1-de-")  # a resent create returns this run
         client.set_flow_run_state(run_id, Running(), force=True)
         client.create_artifact(ArtifactCreate(key="progress-ep1-de", type="progress", data=42.0, flow_run_id=run_id))
     view = jobs.view(record)
