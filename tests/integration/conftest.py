@@ -123,7 +123,10 @@ def prefect_stack(s3_server, tmp_path_factory) -> PrefectStack:
         worker_env = {"LIPLINE_CHECKOUT": str(ROOT), "LIPLINE_GPU_DEPLOYMENT": "lipsync-segments/gpu",
                       "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "1"}
         spawn("worker-cpu", ["worker", "start", "--pool", "cpu", "--name", "it-cpu"], worker_env)
-        spawn("worker-gpu", ["worker", "start", "--pool", "gpu", "--name", "it-gpu", "--limit", "1"], worker_env)
+        # a preview resubmitted to the gpu pool is the last stop: it must finish however slow this machine is (CI saw
+        # one fail as "too slow" on two loaded cores); a limit no run can meet makes that certain to be tested
+        spawn("worker-gpu", ["worker", "start", "--pool", "gpu", "--name", "it-gpu", "--limit", "1"],
+              {**worker_env, "LIPLINE_PREVIEW_MAX_SLOWDOWN": "0.001"})
         yield stack
     finally:
         client.close()
