@@ -342,11 +342,18 @@ def _last_line(path: Path) -> str:
     return lines[-1].strip()[-300:] if lines else "(empty log)"
 
 
+def _default_sigint() -> None:
+    """In the child before exec: SIGINT back to its default. `up` started with SIGINT ignored (``nohup … &``, some
+    service managers) would pass the ignore on, and `down`'s SIGINT would wait out its timeout before SIGTERM."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _spawn(name: str, cmd: list[str], env: dict[str, str], logs: Path, cwd: Path) -> StackProcess:
     log = logs / f"{name}.log"
     with open(log, "ab") as out:
         proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)  # own session: survives this command and its Ctrl-C
+                                start_new_session=True,  # own session: survives this command and its Ctrl-C
+                                preexec_fn=_default_sigint if os.name == "posix" else None)
     return StackProcess(name, proc.pid, _start_ticks(proc.pid), str(log), cmd)
 
 
@@ -387,9 +394,17 @@ def _upload_samples(state: StackState) -> dict[str, str]:
     return uris
 
 
+CURL_OPTIONS = "-sS -f --retry 6 --retry-max-time 60"
+"""Quiet but with errors. A busy server (503 with ``Retry-After`` when its SQLite database is locked or its connection
+pool is full, 429, 502, 504) is asked again: such a create was never stored. ``-f``: an HTTP error exits 22 with the
+status on stderr and prints no body, so stdout is the created run's JSON or nothing (without ``-f`` curl also writes
+the body of every answer it retries; ``--fail-with-body`` does the same)."""
+
+
 def curl_line(api_url: str, deployment: str, params: dict) -> str:
+    """The shell line that starts a run of `deployment` with `params`, as ``stack up`` prints it."""
     body = json.dumps({"parameters": {"params": params}})
-    return (f"curl -s -X POST {api_url}/deployments/{deployment}/create_flow_run "
+    return (f"curl {CURL_OPTIONS} -X POST {api_url}/deployments/{deployment}/create_flow_run "
             f"-H 'Content-Type: application/json' -d {shlex.quote(body)}")
 
 

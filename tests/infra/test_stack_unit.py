@@ -4,14 +4,17 @@ curl line's quoting. Fast: no Prefect server is started."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -110,12 +113,70 @@ def test_a_reused_pid_is_not_taken_for_a_stack_process():
     assert stack.stop_process(os.getpid(), "1") == "not running"
 
 
+def test_stack_processes_stop_on_sigint_even_when_up_ran_with_sigint_ignored(tmp_path):
+    """`nohup lipline stack up &` ignores SIGINT; the processes it starts must not inherit that (a Python child keeps
+    an inherited ignore and would never see `down`'s SIGINT)."""
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        proc = stack._spawn("probe", [sys.executable, "-c", "import signal; print(signal.getsignal(signal.SIGINT) is "
+                                      "signal.default_int_handler, flush=True)"], dict(os.environ), tmp_path, tmp_path)
+    finally:
+        signal.signal(signal.SIGINT, before)
+    log, deadline = Path(proc.log), time.monotonic() + 30
+    while not log.read_text().strip() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert log.read_text().strip() == "True"
+
+
 def test_the_curl_line_carries_the_json_through_the_shell():
     params = {"video_uri": "s3://lipline/in/it's \"quoted\" $HOME.mp4", "audio_uri": "s3://lipline/in/dub.wav"}
     line = stack.curl_line("http://127.0.0.1:4200/api", "0b9e", params)
     args = shlex.split(line)
-    assert args[:5] == ["curl", "-s", "-X", "POST", "http://127.0.0.1:4200/api/deployments/0b9e/create_flow_run"]
+    assert args[0] == "curl"
+    post = args.index("-X")
+    assert args[post:post + 3] == ["-X", "POST", "http://127.0.0.1:4200/api/deployments/0b9e/create_flow_run"]
     assert json.loads(args[args.index("-d") + 1]) == {"parameters": {"params": params}}
+
+
+class _BusyThenCreated(http.server.BaseHTTPRequestHandler):
+    """Answers the first POST as Prefect's server does when SQLite is locked (503, Retry-After), then 201."""
+    answers = [(503, {"exception_message": "Service Unavailable"}), (201, {"id": "run-1"})]
+    bodies: list = []
+
+    def do_POST(self):  # noqa: N802 - http.server's name
+        self.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        status, body = self.answers.pop(0) if self.answers else (500, {"detail": "asked too often"})
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        if status == 503:
+            self.send_header("Retry-After", "1")
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.skipif(not shutil.which("curl"), reason="curl is not installed")
+def test_the_curl_line_rides_out_a_busy_server_and_fails_with_status_22_on_an_error():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _BusyThenCreated)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        api = f"http://127.0.0.1:{server.server_port}/api"
+        line = stack.curl_line(api, "0b9e", {"video_uri": "s3://b/v.mp4"})
+        done = subprocess.run(shlex.split(line), capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout) == {"id": "run-1"}  # the 503 was asked again, not printed as the answer
+        assert len(_BusyThenCreated.bodies) == 2 and _BusyThenCreated.bodies[0] == _BusyThenCreated.bodies[1]
+        failed = subprocess.run(shlex.split(line.replace("--retry 6", "--retry 0")), capture_output=True, text=True,
+                                timeout=60)
+        assert failed.returncode == 22 and failed.stdout == "", failed.stdout  # no error body mistaken for a run
+        assert "returned error: 500" in failed.stderr
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def _fake_nvidia_smi(folder: Path, gpus: int) -> str:

@@ -24,7 +24,7 @@ import pytest
 import s3fs
 
 from lipline import prefect_http
-from lipline.stack import session_members
+from lipline.stack import CURL_OPTIONS, session_members
 from tests.s3server import free_port
 
 pytestmark = pytest.mark.integration
@@ -114,7 +114,7 @@ def test_up_prints_the_ui_the_store_and_a_curl_line_and_a_second_up_says_so(stac
     out = stack.up.stdout
     assert f"Prefect UI    {stack.state['ui_url']}" in out
     assert "store         s3://lipline/jobs" in out and stack.state["s3_endpoint"] in out
-    assert stack.state["curl"] in out and stack.state["curl"].startswith("curl -s -X POST ")
+    assert stack.state["curl"] in out and stack.state["curl"].startswith(f"curl {CURL_OPTIONS} -X POST ")
     assert "Traceback" not in stack.up.stderr
     again = lipline("stack", "up", "--state-dir", str(stack.dir), "--port", str(free_port()))
     assert again.returncode == 0, again.stderr
@@ -172,7 +172,7 @@ def jobs(stack, receiver):
         good = json.loads(done.stdout)
     else:  # same request without curl
         args = shlex.split(stack.state["curl"])
-        good = prefect_http.post(args[4], content=args[args.index("-d") + 1],
+        good = prefect_http.post(args[args.index("POST") + 1], content=args[args.index("-d") + 1],
                           headers={"Content-Type": "application/json"}).json()
     s3 = stack.s3()
     tag = uuid.uuid4().hex[:8]
