@@ -86,7 +86,8 @@ def run(
     weights: Optional[str] = typer.Option(None, "--weights", envvar="LIPLINE_WEIGHTS_DIR",
                                           help="Weights cache folder (`lipline weights pull --cache-dir` or "
                                                "`lipline weights smoke`); default: the Hugging Face cache"),
-    steps: int = typer.Option(20, help="Denoising steps"),
+    steps: int = typer.Option(20, help="Denoising steps (20 for ddim; dpmpp is meant for 10)"),
+    sampler: str = typer.Option("ddim", help="ddim (official) or dpmpp (DPM-Solver++, experimental: use --steps 10)"),
     guidance: float = typer.Option(1.5, help="Audio guidance scale (1.0 = off)"),
     seed: int = typer.Option(1247, help="Random seed"),
     face: str = typer.Option("largest", help="Which face: largest | index=K (K-th from the left) | bbox=x,y,w,h"),
@@ -126,7 +127,7 @@ def run(
             x264_preset=preset, crf=crf,
             quality_gate=QualityGateParams(enabled=qc, retries=qc_retries, on_fail=qc_on_fail),
             contract_overrides=_parse_overrides(override), **parse_length_mode(length_mode),
-            lipsync=LipsyncOptions(model_version=model_version, weights_dir=weights, steps=steps, guidance=guidance,
+            lipsync=LipsyncOptions(model_version=model_version, weights_dir=weights, steps=steps, sampler=sampler, guidance=guidance,
                                    seed=seed, face=face, precision=precision,
                                    keep_mouth_in_silence=keep_mouth_in_silence, window_overlap=window_overlap))
     except ValidationError as exc:

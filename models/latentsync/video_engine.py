@@ -202,7 +202,7 @@ class LatentSyncVideoEngine:
         started = time.perf_counter()
         engine = self.face_engine(options)
         params = EngineParams(steps=options.steps, guidance=options.guidance, seed=options.seed,
-                              dtype=options.precision)
+                              dtype=options.precision, scheduler=options.sampler)
         model = engine.load(None if options.precision == "auto" else options.precision)
         geometry = CropGeometry(model.resolution)
         first, last = segment.frame_range if segment.frame_range else (0, None)
@@ -264,7 +264,7 @@ class LatentSyncVideoEngine:
 
         generated, passed = spans(plan.reasons)
         settings = {
-            **{k: getattr(options, k) for k in ("model_version", "steps", "guidance", "seed", "precision", "face",
+            **{k: getattr(options, k) for k in ("model_version", "steps", "sampler", "guidance", "seed", "precision", "face",
                                                 "keep_mouth_in_silence", "window_overlap")},
             "resolution": model.resolution, "device": str(engine.device), "fps": f"{rate.numerator}/{rate.denominator}",
             "checkpoints": model.provenance.get("sha256", {}), "repos": model.provenance.get("repos", {}),

@@ -42,6 +42,7 @@ def test_result_key_follows_engine_identity_and_options():
     assert key != result_key(seg, {**identity, "checkpoints": {"unet": "2" * 64}}, LipsyncOptions())
     assert key != result_key(seg, identity, LipsyncOptions(seed=1))
     assert key != result_key(seg, identity, LipsyncOptions(steps=10))
+    assert key != result_key(seg, identity, LipsyncOptions(sampler="dpmpp"))
     assert key != result_key(seg.model_copy(update={"content_key": "d" * 64}), identity, LipsyncOptions())
     with pytest.raises(ValueError):
         result_key(seg.model_copy(update={"content_key": None}), identity, LipsyncOptions())
