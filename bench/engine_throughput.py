@@ -6,6 +6,12 @@ Full-size architecture (official UNet3DConfig + the sd-vae-ft-mse AutoencoderKL 
 `LatentSyncPipeline.generate` on ``--frames`` aligned faces (default 250 = 10 s at 25 fps; other counts are scaled
 to 250), after one untimed warm-up window.
 
+``--compile`` times the UNet step under `torch.compile` as well (a comma list; default ``off``): ``cudagraphs``
+(dynamo + CUDA graphs, no Inductor), ``inductor``, ``reduce-overhead`` (Inductor + CUDA graphs), ``max-autotune``,
+``eager`` (dynamo tracing only: the CPU check that the UNet traces). A compiled row is warmed up by one whole untimed
+run on the same inputs (first, full/DeepCache and tail-window shapes all compiled before the clock starts); that
+warm-up's time is its ``compile s`` column. A mode that fails to compile or run is recorded in its row.
+
 FLOPs are counted on the meta device (`bench/flops.py`: one full and one DeepCache UNet step, VAE encode/decode of a
 16-frame window); MFU = counted FLOPs of the run / seconds / the device's dense fp16/bf16 peak (unknown -> n/a).
 Sampler quality: PSNR/SSIM of the generated mouth crops of DPM-Solver++ against DDIM on the same inputs and seed
@@ -107,9 +113,47 @@ def machine_line(device: torch.device) -> str:
     return "; ".join(parts)
 
 
-def time_run(pipe, faces, audio, mask, kw: dict, device: torch.device):
-    """Warm-up window (2 steps, untimed), then the timed run: (seconds, peak VRAM bytes or None, uint8 faces)."""
-    pipe.generate(faces[:16], audio[:16], mask, **{**kw, "num_inference_steps": min(kw["num_inference_steps"], 2)})
+COMPILE_MODES: dict[str, dict | None] = {
+    "off": None,
+    "eager": {"backend": "eager"},
+    "cudagraphs": {"backend": "cudagraphs"},
+    "inductor": {},
+    "reduce-overhead": {"mode": "reduce-overhead"},
+    "max-autotune": {"mode": "max-autotune"},
+}
+
+
+def parse_compile(text: str) -> list[str]:
+    """``"off,reduce-overhead"`` -> ``["off", "reduce-overhead"]`` (every name checked)."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    bad = [n for n in names if n not in COMPILE_MODES]
+    if bad or not names:
+        raise SystemExit(f"--compile: {', '.join(bad) or repr(text)} not in {', '.join(COMPILE_MODES)}")
+    return names
+
+
+def compiled_unet(unet, mode: str):
+    """The UNet as the pipeline calls it under compile mode `mode` (the module itself for ``off``)."""
+    kwargs = COMPILE_MODES[mode]
+    if kwargs is None:
+        return unet
+    torch._dynamo.reset()  # each mode compiles from scratch: no graphs or guards left from the previous one
+    return torch.compile(unet, **kwargs)
+
+
+def time_run(pipe, faces, audio, mask, kw: dict, device: torch.device, whole_warmup: bool = False):
+    """Untimed warm-up, then the timed run: (seconds, peak VRAM bytes or None, uint8 faces, warm-up seconds).
+
+    The warm-up is one window at 2 steps, or (``whole_warmup``, for a compiled UNet) the whole run on the same
+    inputs, so that every shape and code path is compiled before the clock starts."""
+    sync(device)
+    t0 = time.perf_counter()
+    if whole_warmup:
+        pipe.generate(faces, audio, mask, **kw)
+    else:
+        pipe.generate(faces[:16], audio[:16], mask, **{**kw, "num_inference_steps": min(kw["num_inference_steps"], 2)})
+    sync(device)
+    warmup = time.perf_counter() - t0
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -119,7 +163,7 @@ def time_run(pipe, faces, audio, mask, kw: dict, device: torch.device):
     out = pipe.generate(faces, audio, mask, **kw)
     sync(device)
     seconds = time.perf_counter() - t0
-    return seconds, (torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None), out.faces
+    return seconds, (torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None), out.faces, warmup
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--versions", default="1.5,1.6", help="comma list of 1.5 (256 px) / 1.6 (512 px)")
     ap.add_argument("--dtypes", default=None, help="comma list of fp16,bf16,fp32 (default fp16,bf16 on GPU, fp32 on CPU)")
     ap.add_argument("--deepcache", default="on,off", help="comma list of on,off")
+    ap.add_argument("--compile", default="off", help=f"comma list of UNet compile modes: {', '.join(COMPILE_MODES)} (default off)")
     ap.add_argument("--no-flops", action="store_true", help="skip FLOP counting / MFU")
     ap.add_argument("--out", default=str(REPO / "bench" / "RESULTS.md"), help="markdown file to append results to ('' = none)")
     args = ap.parse_args(argv)
@@ -157,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         notes.append(f"CPU: dtypes {dtypes} replaced by fp32")
         dtypes = ["fp32"]
     deepcaches = [{"on": True, "off": False}[x.strip()] for x in args.deepcache.split(",")]
+    compiles = parse_compile(args.compile)
     versions = [v.strip() for v in args.versions.split(",")]
     config = UNet3DConfig() if full else UNet3DConfig.tiny()
     vae_kwargs = FULL_VAE if full else TINY_VAE
@@ -180,31 +226,15 @@ def main(argv: list[str] | None = None) -> int:
             faces, audio, mask = synthetic_inputs(frames, resolution, config.cross_attention_dim)
             outputs: dict[tuple[str, bool], torch.Tensor] = {}
             for sched, steps in schedulers:
-                pipe = LatentSyncPipeline(unet, vae, make_scheduler(sched))
-                for dc in deepcaches:
-                    kw = dict(num_inference_steps=steps, guidance_scale=args.guidance, deepcache=dc, seed=1247,
-                              window_batch=args.window_batch, dtype=dtype, device=device)
-                    row = {"version": version, "resolution": resolution, "dtype": dtype_name, "deepcache": dc,
-                           "sampler": f"{sched}-{steps}", "steps": steps}
-                    print(f"running {version} {resolution}px {dtype_name} {sched}-{steps} DeepCache {'on' if dc else 'off'} ...", file=sys.stderr)
-                    try:
-                        seconds, peak_vram, out_faces = time_run(pipe, faces, audio, mask, kw, device)
-                    except torch.cuda.OutOfMemoryError as exc:
-                        rows.append({**row, "error": f"OOM: {str(exc).splitlines()[0]}"})
-                        gc.collect()
-                        if cuda:
-                            torch.cuda.empty_cache()
-                        continue
-                    outputs[(sched, dc)] = out_faces
-                    row.update(seconds=seconds, per_10s=seconds * VIDEO_FRAMES / frames, fps=frames / seconds, peak_vram=peak_vram)
-                    if resolution in flops:
-                        f = flops[resolution]
-                        run_flops = f.run(frames, steps, dc)
-                        row.update(unet_step_tflop=f.unet_full / 1e12, unet_cached_tflop=f.unet_cached / 1e12 if dc else None,
-                                   window_tflop=f.window(steps, dc) / 1e12, achieved_tflops=run_flops / seconds / 1e12,
-                                   mfu=mfu(run_flops, seconds, peak))
-                    rows.append(row)
-                    print(f"  {row['per_10s']:.2f} s per 10 s video, {row['fps']:.2f} frames/s", file=sys.stderr)
+                for mode in compiles:
+                    pipe = LatentSyncPipeline(compiled_unet(unet, mode), vae, make_scheduler(sched))
+                    for dc in deepcaches:
+                        row = {"version": version, "resolution": resolution, "dtype": dtype_name, "deepcache": dc,
+                               "sampler": f"{sched}-{steps}", "steps": steps, "compile": mode}
+                        out_faces = run_row(row, pipe, (faces, audio, mask), steps, dc, dtype, device, args, flops, peak, frames)
+                        rows.append(row)
+                        if out_faces is not None and mode == compiles[0]:
+                            outputs[(sched, dc)] = out_faces
             ref = next(((s, n) for s, n in schedulers if s == "ddim"), None)
             for sched, steps in schedulers:
                 for dc in deepcaches:
@@ -229,6 +259,59 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def dynamo_graphs() -> tuple[int, int]:
+    """(graphs compiled, graph breaks) so far in this process (torch._dynamo's counters)."""
+    from torch._dynamo.utils import counters
+
+    return counters["stats"]["unique_graphs"], sum(counters["graph_break"].values())
+
+
+def run_row(row: dict, pipe, inputs, steps: int, dc: bool, dtype, device: torch.device, args, flops: dict, peak,
+            frames: int):
+    """Time one configuration into `row` (its figures, or its error); the generated faces, or None."""
+    faces, audio, mask = inputs
+    compiled = row["compile"] != "off"
+    kw = dict(num_inference_steps=steps, guidance_scale=args.guidance, deepcache=dc, seed=1247,
+              window_batch=args.window_batch, dtype=dtype, device=device)
+    print(f"running {row['version']} {row['resolution']}px {row['dtype']} {row['sampler']} DeepCache {'on' if dc else 'off'} "
+          f"compile {row['compile']} ...", file=sys.stderr)
+    graphs_before = dynamo_graphs()
+    try:
+        seconds, peak_vram, out_faces, warmup = time_run(pipe, faces, audio, mask, kw, device, whole_warmup=compiled)
+    except torch.cuda.OutOfMemoryError as exc:
+        row["error"] = f"OOM: {str(exc).splitlines()[0]}"
+        out_faces = None
+    except Exception as exc:  # noqa: BLE001 - a compile mode this torch/GPU cannot do is a figure, not a crash
+        if not compiled:
+            raise
+        row["error"] = f"compile {row['compile']} failed: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:160]}"
+        out_faces = None
+    if out_faces is None:
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        return None
+    row.update(seconds=seconds, per_10s=seconds * VIDEO_FRAMES / frames, fps=frames / seconds, peak_vram=peak_vram,
+               compile_s=warmup if compiled else None)
+    if compiled:  # what dynamo made of the UNet: CUDA graphs pay off only without graph breaks
+        graphs, breaks = (after - before for after, before in zip(dynamo_graphs(), graphs_before))
+        row["graphs"] = f"{graphs} graph{'s' if graphs != 1 else ''}, {breaks} break{'s' if breaks != 1 else ''}"
+    if row["resolution"] in flops:
+        f = flops[row["resolution"]]
+        run_flops = f.run(frames, steps, dc)
+        row.update(unet_step_tflop=f.unet_full / 1e12, unet_cached_tflop=f.unet_cached / 1e12 if dc else None,
+                   window_tflop=f.window(steps, dc) / 1e12, achieved_tflops=run_flops / seconds / 1e12,
+                   mfu=mfu(run_flops, seconds, peak))
+    print(f"  {row['per_10s']:.2f} s per 10 s video, {row['fps']:.2f} frames/s", file=sys.stderr)
+    return out_faces
+
+
+def _compile_cell(row: dict) -> str:
+    """``-`` for an eager row; the warm-up seconds and what dynamo made of the UNet for a compiled one."""
+    cell = _fmt(row.get("compile_s"), ".1f", "-")
+    return f"{cell} ({row['graphs']})" if row.get("graphs") else cell
+
+
 def _fmt(v, spec: str, na: str = "n/a") -> str:
     return na if v is None else format(v, spec)
 
@@ -247,7 +330,7 @@ def render(rows, quality, flops, device, dev_name, peak, notes, full, frames, ar
         f"- Commit: {git_commit()}",
         f"- Model: {'official LatentSync UNet3D (1.27 B params) + sd-vae-ft-mse layout' if full else 'tiny UNet3DConfig.tiny() + small VAE'}, "
         f"random weights; {frames} frames timed (scaled to 250 = 10 s at 25 fps), guidance {args.guidance}, "
-        f"window 16, window batch {args.window_batch}; warm-up window untimed",
+        f"window 16, window batch {args.window_batch}; warm-up window untimed (a compiled UNet: one whole untimed run)",
         f"- Peak dense fp16/bf16: {f'{peak:g} TFLOP/s ({dev_name})' if peak else f'n/a ({dev_name})'}; MFU = FLOPs counted on the "
         "meta device (bench/flops.py: UNet full / DeepCache step, VAE encode x2 + decode per 16-frame window) x windows / time / peak",
     ]
@@ -255,17 +338,19 @@ def render(rows, quality, flops, device, dev_name, peak, notes, full, frames, ar
         lines.append(f"- FLOPs at {res} px (16 frames, CFG batch {f.cfg_batch}): UNet step {f.unet_full / 1e12:.4g} TFLOP full, "
                      f"{f.unet_cached / 1e12:.4g} cached; VAE encode {f.vae_encode / 1e12:.4g}, decode {f.vae_decode / 1e12:.4g} TFLOP")
     lines += [f"- Note: {n}" for n in notes]
-    lines += ["", "| version | px | dtype | sampler | DeepCache | model s / 10 s video | frames/s | peak VRAM GiB | TFLOP / 16-frame window | achieved TFLOP/s | MFU |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["", "| version | px | dtype | sampler | DeepCache | compile | model s / 10 s video | frames/s | peak VRAM GiB | "
+              "TFLOP / 16-frame window | achieved TFLOP/s | MFU | compile s |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        head = f"| {r['version']} | {r['resolution']} | {r['dtype']} | {r['sampler']} | {'on' if r['deepcache'] else 'off'} |"
+        head = f"| {r['version']} | {r['resolution']} | {r['dtype']} | {r['sampler']} | {'on' if r['deepcache'] else 'off'} | {r['compile']} |"
         if "error" in r:
-            lines.append(f"{head} {r['error']} | | | | | |")
+            lines.append(f"{head} {r['error']} | | | | | | |")
             continue
         m = r.get("mfu")
         lines.append(
             f"{head} {r['per_10s']:.2f} | {r['fps']:.2f} | {_fmt(r['peak_vram'] / 2**30 if r['peak_vram'] is not None else None, '.2f')} | "
-            f"{_fmt(r.get('window_tflop'), '.4g')} | {_fmt(r.get('achieved_tflops'), '.4g')} | {_fmt(m * 100 if m is not None else None, '.1f')}{'%' if m is not None else ''} |")
+            f"{_fmt(r.get('window_tflop'), '.4g')} | {_fmt(r.get('achieved_tflops'), '.4g')} | {_fmt(m * 100 if m is not None else None, '.1f')}{'%' if m is not None else ''} | "
+            f"{_compile_cell(r)} |")
     if quality:
         lines += ["", f"Sampler quality, generated mouth crops vs the DDIM output on the same inputs and seed ({RANDOM_WEIGHTS_NOTE}):", "",
                   "| version | px | dtype | DeepCache | sampler | reference | PSNR dB | SSIM | max abs |", "|---|---|---|---|---|---|---|---|---|"]

@@ -27,7 +27,7 @@ def test_gpu_suite_cpu_reduced(tmp_path):
     fig = (tmp_path / "out" / "gpu_suite.md").read_text()
     assert results.read_text() == "# earlier results\n" + fig  # appended, nothing else touched
     assert "## GPU suite (bench/gpu_suite.sh --cpu-reduced)" in fig and "- device: CPU reduced run" in fig
-    for step in ("engine_throughput", "video_engine", "numerics"):
+    for step in ("engine_throughput", "engine_throughput_compiled", "video_engine", "numerics"):
         if not re.search(rf"^- step {step}: ok in \d+ s$", fig, re.M):
             logs = "".join(p.read_text()[-1500:] for p in sorted((tmp_path / "out").glob("gpu_suite-*.log")))
             pytest.fail(f"step {step} did not finish ok:\n{fig}\n{logs}")
@@ -36,7 +36,11 @@ def test_gpu_suite_cpu_reduced(tmp_path):
     assert re.search(rf"^- FLOPs at 64 px \(16 frames, CFG batch 2\): UNet step {NUM} TFLOP full, {NUM} cached", fig, re.M)
     for sampler in ("ddim-2", "dpmpp-1"):
         for dc in ("on", "off"):
-            assert re.search(rf"^\| 1\.5 \| 64 \| fp32 \| {sampler} \| {dc} \| {NUM} \| {NUM} \| n/a \| {NUM} \| {NUM} \| n/a \|$", fig, re.M), (sampler, dc)
+            assert re.search(rf"^\| 1\.5 \| 64 \| fp32 \| {sampler} \| {dc} \| off \| {NUM} \| {NUM} \| n/a \| {NUM} \| {NUM} \| n/a \| - \|$",
+                             fig, re.M), (sampler, dc)
+    # the UNet step under torch.compile (dynamo only on the CPU): traced whole, its warm-up timed
+    assert re.search(rf"^\| 1\.5 \| 64 \| fp32 \| ddim-2 \| on \| eager \| {NUM} \| {NUM} \| n/a \| n/a \| n/a \| n/a \| "
+                     rf"{NUM} \(2 graphs, 0 breaks\) \|$", fig, re.M), fig
     assert re.search(rf"^\| 1\.5 \| 64 \| fp32 \| on \| dpmpp-1 \| ddim-2 \| {NUM} \| {NUM} \| \d+ \|$", fig, re.M)
     assert "the real measurement needs the official weights" in fig
     # the whole video engine on 8 frames
