@@ -7,6 +7,7 @@ The body reads as the business process; every stage is a task in `lipline.tasks`
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import json
 import shutil
@@ -142,8 +143,17 @@ def publish_validation(reports: list[ValidationReport], path: Path) -> Path:
 
 
 def input_sha256(uri: str, workdir: Path) -> str:
-    """SHA-256 of an input (of the local copy validation already fetched, for remote inputs)."""
-    return sha256_file(local_path(uri, workdir))
+    """SHA-256 of an input (of the local copy validation already fetched, for remote inputs); the faces cache,
+    the segment keys and the manifest all ask for the video's, which is read once (a 10-min source is ~1 GB)."""
+    path = local_path(uri, workdir)
+    st = path.stat()
+    return _sha256_once(str(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256_once(path: str, size: int, mtime_ns: int) -> str:
+    """`sha256_file`, remembered while the file keeps its size and modification time."""
+    return sha256_file(Path(path))
 
 
 def input_provenance(inputs: dict[str, str | None], probes: dict, workdir: Path) -> dict:
