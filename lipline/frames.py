@@ -176,35 +176,77 @@ def reversed_through_file(reader: FrameReader, run: Run, width: int, height: int
     """Write a backwards run to `out`: its frames decoded forward once into a raw file in `spill_dir`, then read
     back last to first (one frame in memory). Chunked decoding (`run_frames`) decodes from the keyframe before each
     chunk again: with keyframes far apart (a 5 s 4K clip with one) that is several times the frames."""
-    frame_bytes = width * height * 3 // 2
     lo = run.src_start - run.length + 1
     with tempfile.TemporaryFile(dir=spill_dir, prefix="lipline-reversed-") as spill:
         n = 0
         for frame in reader.frames(lo, run.src_start + 1):
             write_yuv420p(_as_yuv420p(frame, width, height), spill)
             n += 1
-        spill.flush()
-        fd = spill.fileno()
-        for i in range(n - 1, -1, -1):
-            data = os.pread(fd, frame_bytes, i * frame_bytes)
-            if len(data) != frame_bytes:
-                raise MediaToolError(f"reversed run: frame {i} of {n} could not be read back from its spill file")
-            out.write(data)
+        return _read_back_reversed(spill, n, width * height * 3 // 2, out)
+
+
+def forward_then_reversed(reader: FrameReader, forward: Run, backward: Run, width: int, height: int,
+                          spill_dir: Path, out: BinaryIO) -> int:
+    """A forward run followed by a backwards run over frames it shows (ping-pong): the forward run's frames go to
+    `out` and, those the backwards run needs, to a raw file in `spill_dir` too, read back last to first; every
+    source frame is decoded once instead of twice."""
+    lo, hi = backward.src_start - backward.length + 1, backward.src_start
+    with tempfile.TemporaryFile(dir=spill_dir, prefix="lipline-reversed-") as spill:
+        n = kept = 0
+        for index, frame in enumerate(reader.frames(forward.src_start, forward.src_start + forward.length),
+                                      start=forward.src_start):
+            frame = _as_yuv420p(frame, width, height)
+            write_yuv420p(frame, out)
+            n += 1
+            if lo <= index <= hi:
+                write_yuv420p(frame, spill)
+                kept += 1
+        return n + _read_back_reversed(spill, kept, width * height * 3 // 2, out)
+
+
+def _read_back_reversed(spill: BinaryIO, n: int, frame_bytes: int, out: BinaryIO) -> int:
+    """Write the `n` raw frames of `spill` to `out` last to first (one frame in memory)."""
+    spill.flush()
+    fd = spill.fileno()
+    for i in range(n - 1, -1, -1):
+        data = os.pread(fd, frame_bytes, i * frame_bytes)
+        if len(data) != frame_bytes:
+            raise MediaToolError(f"reversed run: frame {i} of {n} could not be read back from its spill file")
+        out.write(data)
     return n
+
+
+def _covers(forward: Run, backward: Run) -> bool:
+    """Whether a forward run shows every source frame of a backwards run."""
+    return (forward.step == 1 and backward.step < 0 and forward.src_start <= backward.src_start - backward.length + 1
+            and backward.src_start < forward.src_start + forward.length)
 
 
 def pipe_frames_in_order(path: Path, rate: Fraction, n_source: int, runs: Iterable[Run], out: BinaryIO,
                          spill_dir: Path | None = None) -> int:
     """Decode `path` in the order `runs` show its frames and write them as raw yuv420p to `out` (the stdin of the
     one final encode); returns the frames written. A backwards run goes through a raw file in `spill_dir` when it
-    fits (`spill_fits`; each frame decoded once), else in chunks held in memory (`reverse_chunk`)."""
+    fits (`spill_fits`): filled by the forward run before it when that run shows its frames (ping-pong: each frame
+    decoded once), else decoded forward once; over the budget it is decoded in chunks held in memory
+    (`reverse_chunk`)."""
+    runs = list(runs)
     reader = FrameReader(path, rate, n_source)
     try:
         width, height = reader.stream.codec_context.width, reader.stream.codec_context.height
         chunk = reverse_chunk(width, height)
-        n = 0
-        for run in runs:
-            if run.step < 0 and run.length > chunk and spill_fits(spill_dir, run.length * width * height * 3 // 2):
+
+        def spilled(run: Run) -> bool:
+            return run.step < 0 and run.length > chunk and spill_fits(spill_dir, run.length * width * height * 3 // 2)
+
+        n, i = 0, 0
+        while i < len(runs):
+            run, after = runs[i], runs[i + 1] if i + 1 < len(runs) else None
+            if after is not None and _covers(run, after) and spilled(after):
+                n += forward_then_reversed(reader, run, after, width, height, spill_dir, out)
+                i += 2
+                continue
+            i += 1
+            if spilled(run):
                 n += reversed_through_file(reader, run, width, height, spill_dir, out)
                 continue
             for frame in run_frames(reader, run, chunk):

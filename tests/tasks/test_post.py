@@ -291,8 +291,12 @@ def test_main_runs_are_encoded_in_plan_order(counter_main, tmp_path, monkeypatch
 
     monkeypatch.setattr(frames, "REVERSE_BUDGET_BYTES", 64 * 48 * 3 // 2 * 8)
     spilled = []
-    real = frames.reversed_through_file
-    monkeypatch.setattr(frames, "reversed_through_file", lambda *a, **k: spilled.append(1) or real(*a, **k))
+    real = frames.forward_then_reversed
+    monkeypatch.setattr(frames, "forward_then_reversed", lambda *a, **k: spilled.append(1) or real(*a, **k))
+    decoded = []
+    real_frames = frames.FrameReader.frames
+    monkeypatch.setattr(frames.FrameReader, "frames",
+                        lambda self, a, b: (decoded.append(1) or f for f in real_frames(self, a, b)))
     if not spill:
         monkeypatch.setattr(frames, "SPILL_BUDGET_BYTES", 0)
     runs = [FrameRun(out_start=0, out_end=50, src_start=0, step=1), FrameRun(out_start=50, out_end=80, src_start=49,
@@ -305,7 +309,26 @@ def test_main_runs_are_encoded_in_plan_order(counter_main, tmp_path, monkeypatch
         got = [int(round(f.to_ndarray()[: f.height].mean() / 4)) for f in c.decode(video=0)]
     assert got == [*range(50), *range(49, 19, -1), *[20] * 5]
     assert spilled == ([1] if spill else [])
+    # through the file, the reversed run's frames come from the forward run's decode: 50 + the held frame
+    assert len(decoded) == (51 if spill else 81)
     assert out.frame_count == 85 and probe_media(out.video_path).audio.duration_s == pytest.approx(3.4, abs=1 / 25)
+
+
+def test_a_reversed_run_with_no_forward_run_before_it_is_decoded_once_through_a_file(counter_main, tmp_path,
+                                                                                   monkeypatch):
+    import lipline.frames as frames
+    from lipline.tasks.segment import FrameRun
+
+    monkeypatch.setattr(frames, "REVERSE_BUDGET_BYTES", 64 * 48 * 3 // 2 * 8)
+    alone = []
+    real = frames.reversed_through_file
+    monkeypatch.setattr(frames, "reversed_through_file", lambda *a, **k: alone.append(1) or real(*a, **k))
+    runs = [FrameRun(out_start=0, out_end=30, src_start=49, step=-1), FrameRun(out_start=30, out_end=40, src_start=0)]
+    dub = mf.write_audio(tmp_path / "d.wav", mf.speech_like(1.6, sr=48000, pauses=()), sr=48000)
+    out = finalize(str(counter_main), str(dub), tmp_path / "o", PostParams(preset="ultrafast", crf=0), main_runs=runs)
+    with av.open(out.video_path) as c:
+        got = [int(round(f.to_ndarray()[: f.height].mean() / 4)) for f in c.decode(video=0)]
+    assert got == [*range(49, 19, -1), *range(10)] and alone == [1]
 
 
 def test_main_runs_past_the_source_are_refused(counter_main, tmp_path):
