@@ -16,6 +16,11 @@ CLI process and all its descendants (ffmpeg, Prefect's embedded server) summed. 
 ≤ 2 GB. The same sampling gives the CPU seconds of each process (job process, validation worker, Prefect server,
 ffmpeg): on a small machine their sum over the cores is the floor of the job's wall time. Appends each case to
 bench/RESULTS.md.
+
+``--api temporary`` (default) is a machine with nothing configured: each `lipline run` starts Prefect's temporary
+server. ``--api running`` first starts `prefect server start` (own PREFECT_HOME under ``--work``), as an operator
+with `lipline stack up` or a Prefect server has, and points the runs at it: the server's start-up is then not the
+job's, but the CPU it spends on the job's requests still is (its process tree is sampled over the run).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # tests.prefect_server: `prefect server start`
 from _common import BENCH_DIR, append_results, talking_inputs  # noqa: E402
 
 from lipline import samples  # noqa: E402
@@ -95,9 +101,18 @@ def sample_tree(root: int, cpu: dict[int, tuple[str, float]]) -> int:
     return total
 
 
-def timed(cmd: list[str], env: dict | None = None) -> tuple[float, int, str, dict[str, float]]:
+def tree_cpu_seconds(root: int) -> float:
+    """CPU seconds (user + system) used so far by `root` and its descendants."""
+    cpu: dict[int, tuple[str, float]] = {}
+    sample_tree(root, cpu)
+    return sum(seconds for _kind, seconds in cpu.values())
+
+
+def timed(cmd: list[str], env: dict | None = None, server_pid: int | None = None) -> tuple[float, int, str, dict[str, float]]:
     """(seconds, peak RSS of the process tree in bytes, stdout, CPU seconds by kind of process) of one command.
-    CPU seconds are sampled every 0.1 s: a process that lives less than that is missed."""
+    CPU seconds are sampled every 0.1 s: a process that lives less than that is missed. `server_pid`: a running
+    Prefect server whose CPU over the command counts too ("Prefect server (running)")."""
+    server_before = tree_cpu_seconds(server_pid) if server_pid else 0.0
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     peak = [0]
@@ -120,6 +135,8 @@ def timed(cmd: list[str], env: dict | None = None) -> tuple[float, int, str, dic
     by_kind: dict[str, float] = {}
     for kind, used in cpu.values():
         by_kind[kind] = by_kind.get(kind, 0.0) + used
+    if server_pid:
+        by_kind["Prefect server (running)"] = tree_cpu_seconds(server_pid) - server_before
     return seconds, peak[0], out, by_kind
 
 
@@ -137,7 +154,7 @@ def lipline_cmd(video: Path, audio: Path, work: Path, preset: str, tag: str, ext
             f"overhead-{tag}-{int(time.time())}", "--quiet"]
 
 
-def run_case(case: str, work: Path, preset: str) -> None:
+def run_case(case: str, work: Path, preset: str, api: str = "temporary") -> None:
     load_start = os.getloadavg()[0]
     if case == "4k-pingpong":
         media = talking_inputs(work, 5.0, 3840, 2160, 30, bumpers=False)
@@ -161,7 +178,20 @@ def run_case(case: str, work: Path, preset: str) -> None:
         note = ("- note: the deliverable is longer than the plain encode (3 s intro + 3 s outro are encoded too) and "
                 "has subtitles burnt in; both encodes use CRF 23")
     plain, plain_rss, _, plain_cpu = timed(plain_cmd)
-    total, rss, out, job_cpu = timed(cmd, env={**os.environ, "PREFECT_LOGGING_LEVEL": "INFO"})
+    env = {**os.environ, "PREFECT_LOGGING_LEVEL": "INFO"}
+    server = None
+    if api == "running":
+        from tests.prefect_server import start_prefect_server
+
+        (work / "prefect-home").mkdir(parents=True, exist_ok=True)
+        server = start_prefect_server(work / "prefect-home", work / "prefect-server.log")
+        env["PREFECT_API_URL"] = server.api
+        title += ", against a running Prefect server"
+    try:
+        total, rss, out, job_cpu = timed(cmd, env=env, server_pid=server.process.pid if server else None)
+    finally:
+        if server is not None:
+            server.stop()
     manifest = json.loads(Path(out.strip().rsplit("/", 1)[0] + "/manifest.json").read_text())
     stages = manifest["timings_s"]
     flow_s = sum(stages.values())
@@ -170,7 +200,8 @@ def run_case(case: str, work: Path, preset: str) -> None:
         f"pipeline_overhead [{case}] ({title})",
         "python bench/pipeline_overhead.py " + " ".join(sys.argv[1:]),
         [f"- plain ffmpeg libx264 -preset {preset} + aac: {plain:.1f} s (peak RSS {plain_rss / 2**20:.0f} MB)",
-         f"- `lipline run --engine passthrough`, whole CLI call: {total:.1f} s → **{total / plain:.2f}x** "
+         f"- `lipline run --engine passthrough` ({'a running Prefect server' if server else 'Prefect temporary server'})"
+         f", whole CLI call: {total:.1f} s → **{total / plain:.2f}x** "
          f"(target ≤ {TARGETS[case]}x)",
          f"- flow stages only (no process/Prefect start): {flow_s:.1f} s → {flow_s / plain:.2f}x",
          f"- stages: {stage_text}",
@@ -186,6 +217,9 @@ def main() -> None:
     ap.add_argument("--ten-minutes", action="store_true", help="also run the 10 min case (slow)")
     ap.add_argument("--preset", default="veryfast")
     ap.add_argument("--work", type=Path, default=BENCH_DIR / "_work")
+    ap.add_argument("--api", choices=("temporary", "running"), default="temporary",
+                    help="temporary: nothing configured (each run starts Prefect's temporary server); running: the runs "
+                         "use a Prefect server started first")
     args = ap.parse_args()
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     if args.ten_minutes and "10min" not in cases:
@@ -194,7 +228,7 @@ def main() -> None:
     if unknown:
         ap.error(f"unknown case(s) {unknown}; known: {', '.join(TARGETS)}")
     for case in cases:
-        run_case(case, args.work, args.preset)
+        run_case(case, args.work, args.preset, args.api)
 
 
 if __name__ == "__main__":
