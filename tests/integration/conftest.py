@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,9 +39,25 @@ class PrefectStack:
         r.raise_for_status()
         return r.json()["id"]
 
-    def create_run(self, flow_name: str, deployment_name: str, parameters: dict) -> str:
-        r = self.client.post(f"/deployments/{self.deployment_id(flow_name, deployment_name)}/create_flow_run",
-                             json={"parameters": parameters})
+    def create_run(self, flow_name: str, deployment_name: str, parameters: dict, *,
+                   job_variables: dict | None = None, timeout: float = 300.0) -> str:
+        """Create a run of the deployment; its flow run id.
+
+        The request carries an idempotency key, so a read that times out on a loaded machine (CI saw the SQLite
+        API take over 30 s to answer) is sent again without making a second run: the API answers the first.
+        """
+        deployment = self.deployment_id(flow_name, deployment_name)
+        body = {"parameters": parameters, "idempotency_key": uuid.uuid4().hex}
+        if job_variables:
+            body["job_variables"] = job_variables
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                r = self.client.post(f"/deployments/{deployment}/create_flow_run", json=body)
+                break
+            except httpx.TimeoutException:
+                if time.monotonic() > deadline:
+                    raise
         r.raise_for_status()
         return r.json()["id"]
 
@@ -52,7 +69,12 @@ class PrefectStack:
     def wait(self, run_id: str, timeout: float) -> dict:
         deadline = time.monotonic() + timeout
         while True:
-            run = self.flow_run(run_id)
+            try:
+                run = self.flow_run(run_id)
+            except httpx.TimeoutException:  # an API slowed down by a loaded machine: a read is safe to repeat
+                if time.monotonic() > deadline:
+                    raise
+                continue
             if run["state_type"] in TERMINAL:
                 return run
             if time.monotonic() > deadline:

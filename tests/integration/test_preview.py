@@ -15,7 +15,6 @@ import uuid
 from pathlib import Path
 
 import av
-import httpx
 import pytest
 import s3fs
 
@@ -70,17 +69,14 @@ def previews(prefect_stack, laptop_worker, s3, s3_server, media, tmp_path_factor
     inputs = f"{s3_server.bucket}/inputs/preview-{tag}"
     s3.put_file(str(video), f"{inputs}/talk.mp4")
     s3.put_file(str(dub), f"{inputs}/dub.wav")
-    deployment = prefect_stack.deployment_id("preview", "preview")
     runs = {}
     for case, faults in FAULTS.items():
         job_id = f"pv-{case}-{tag}"
         params = {"video_uri": f"s3://{inputs}/talk.mp4", "audio_uri": f"s3://{inputs}/dub.wav", "job_id": job_id,
                   "engine": "bench-fixed-cost", "max_segment_s": 1.5, "x264_preset": "ultrafast",
                   "recompute": True}  # same inputs in every case: no segment may come from another's cache
-        r = prefect_stack.client.post(f"/deployments/{deployment}/create_flow_run", json={
-            "parameters": {"params": params}, "job_variables": {"env": faults}})
-        r.raise_for_status()
-        runs[case] = (job_id, r.json()["id"])
+        runs[case] = (job_id, prefect_stack.create_run("preview", "preview", {"params": params},
+                                                       job_variables={"env": faults}))
     return runs
 
 
@@ -95,14 +91,7 @@ def _deliverable(s3, prefect_stack, job_id: str, tmp_path: Path) -> tuple[int, i
 
 
 def _finished(prefect_stack, run_id: str) -> dict:
-    deadline = time.monotonic() + RUN_TIMEOUT_S
-    while True:  # `prefect_stack.wait`, patient with an API slowed down by a loaded machine (one read timing out)
-        try:
-            run = prefect_stack.wait(run_id, max(1.0, deadline - time.monotonic()))
-            break
-        except httpx.TimeoutException:
-            if time.monotonic() > deadline:
-                raise
+    run = prefect_stack.wait(run_id, RUN_TIMEOUT_S)
     assert run["state_type"] == "COMPLETED", (f"{run['state_name']}: {run['state'].get('message')}\n"
                                               f"{prefect_stack.logs_of(run_id)[-4000:]}\n{prefect_stack.tails()}")
     return run
