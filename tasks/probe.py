@@ -474,4 +474,10 @@ def _make_task():
     return probe
 
 
-probe = _make_task()
+def __getattr__(name: str):
+    """The Prefect task `probe`, built on first use: probing a file (the validation worker) never imports Prefect."""
+    if name == "probe":
+        task = _make_task()
+        globals()["probe"] = task
+        return task
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

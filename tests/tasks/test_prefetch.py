@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -56,3 +59,19 @@ def test_the_measurement_runs_in_another_process(media):
     assert prefetch.start(files, None, None, os.getpid)
     early = prefetch.take(files, None, None)
     assert early.result(timeout=120) != os.getpid()
+
+
+def test_the_validation_worker_never_imports_prefect(media):
+    """The worker measures and checks every role (its CPU is on the job's critical path): Prefect's ~2 CPU s of
+    imports have no place there; the `probe` and `validate` Prefect tasks are built only when a flow asks."""
+    code = ("import json, sys; from lipline.tasks.validate import _validate_inputs;"
+            "files = json.loads(sys.argv[1]);"
+            "print(json.dumps({'verdicts': [r.verdict for r in _validate_inputs(files)],"
+            " 'prefect': sorted(m for m in sys.modules if m.split('.')[0] == 'prefect')[:3]}))")
+    files = {"video": str(media.video), "audio": str(media.dub), "subtitles": str(media.subtitles),
+             "intro": str(media.intro), "outro": str(media.outro)}
+    proc = subprocess.run([sys.executable, "-c", code, json.dumps(files)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.splitlines()[-1])
+    assert len(result["verdicts"]) == 5 and "fail" not in result["verdicts"], result
+    assert result["prefect"] == [], f"the validation imported {result['prefect']}"
