@@ -46,6 +46,7 @@ import av
 import numpy as np
 
 from lipline.errors import InputError
+from lipline.lazy import lazy_attributes
 from lipline.records import AudioInfo, MediaProbe, VideoInfo, rate_text
 from lipline.uris import local_path
 
@@ -474,10 +475,5 @@ def _make_task():
     return probe
 
 
-def __getattr__(name: str):
-    """The Prefect task `probe`, built on first use: probing a file (the validation worker) never imports Prefect."""
-    if name == "probe":
-        task = _make_task()
-        globals()["probe"] = task
-        return task
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# the Prefect task `probe`, built on first use: measuring and checking files never imports Prefect
+__getattr__ = lazy_attributes(globals(), probe=_make_task)

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from lipline.errors import InputError, UnknownScheme
+from lipline.lazy import lazy_attributes
 from lipline.records import LoudnessMeasure, MediaProbe, Role, ValidationReport, Violation
 from lipline.tasks import prefetch
 from lipline.tasks.subtitle_files import measure_subtitles
@@ -421,10 +422,5 @@ def _make_task():
     return validate
 
 
-def __getattr__(name: str):
-    """The Prefect task `validate`, built on first use: measuring and checking files never imports Prefect."""
-    if name == "validate":
-        task = _make_task()
-        globals()["validate"] = task
-        return task
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# the Prefect task `validate`, built on first use: measuring and checking files never imports Prefect
+__getattr__ = lazy_attributes(globals(), validate=_make_task)
