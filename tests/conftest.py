@@ -69,3 +69,16 @@ def s3_env(s3_server, monkeypatch):
     for key, value in s3_server.env().items():
         monkeypatch.setenv(key, value)
     return s3_server
+
+
+
+def pytest_collection_modifyitems(config, items):
+    """`make test` runs the suite on two pytest-xdist workers with ``--dist loadgroup``: each test file runs whole on
+    one worker (its module fixtures made once), and every test that uses the Prefect stack (`tests/integration`:
+    a server, three workers and a deploy) on one worker, so that a session starts one stack, not two. Those tests
+    (about 11 minutes on two loaded cores) go first, in their own order, so that the rest fills the other worker
+    around them instead of waiting after them."""
+    stack = [item for item in items if "prefect_stack" in getattr(item, "fixturenames", ())]
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group("prefect-stack" if item in stack else item.nodeid.split("::")[0]))
+    items[:] = stack + [item for item in items if item not in stack]

@@ -44,12 +44,15 @@ def test_an_inactive_profile_with_an_api_does_not_count(tmp_path):
     assert not api_configured_elsewhere(cwd=tmp_path, env={"PREFECT_HOME": str(tmp_path)})
 
 
-def _server_processes() -> set[int]:
-    pids = set()
+def _server_processes(home: Path) -> set[int]:
+    """Prefect API servers running with ``PREFECT_HOME=home`` (a test's own: the servers of the other tests that run
+    at the same time under `pytest -n` are not its business)."""
+    pids, env = set(), f"PREFECT_HOME={home}".encode()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if SERVER_APP.encode() in (entry / "cmdline").read_bytes():
+                if SERVER_APP.encode() in (entry / "cmdline").read_bytes() and \
+                        env in (entry / "environ").read_bytes().split(b"\0"):
                     pids.add(int(entry.name))
             except OSError:
                 pass
@@ -67,11 +70,12 @@ def _run(media, store: Path, job_id: str, env: dict[str, str]) -> subprocess.Com
 def test_a_running_local_server_is_reused_and_keeps_the_run(media, tmp_path):
     server = start_prefect_server(tmp_path / "server-home", tmp_path / "server.log")
     try:
-        before = _server_processes()
+        home = tmp_path / "home"
+        before = _server_processes(home)
         proc = _run(media, tmp_path / "store", "reuse-1", {"LIPLINE_LOCAL_API_URL": server.api,
-                                                          "PREFECT_LOGGING_LEVEL": "INFO"})
+                                                          "PREFECT_LOGGING_LEVEL": "INFO", "PREFECT_HOME": str(home)})
         assert proc.returncode == 0, proc.stderr
-        assert _server_processes() == before, "a temporary server was started although one was running"
+        assert _server_processes(home) == before, "a temporary server was started although one was running"
         runs = prefect_http.post(f"{server.api}/flow_runs/filter", json={}).json()
         flows = {f["id"]: f["name"] for f in prefect_http.post(f"{server.api}/flows/filter", json={}).json()}
         assert [(flows[r["flow_id"]], r["state_type"]) for r in runs] == [("localize", "COMPLETED")]
@@ -84,33 +88,35 @@ def test_a_running_local_server_is_reused_and_keeps_the_run(media, tmp_path):
 
 @pytest.mark.integration
 def test_without_an_api_the_temporary_server_is_started_early_and_stopped_cleanly(media, tmp_path):
-    before = _server_processes()
+    home = tmp_path / "home"
+    before = _server_processes(home)
     proc = _run(media, tmp_path / "store", "temp-1", {"LIPLINE_LOCAL_API_URL": "off", "PREFECT_LOGGING_LEVEL": "INFO",
                                                        "PREFECT_HOME": str(tmp_path / "home")})
     assert proc.returncode == 0, proc.stderr
     assert "Starting temporary server" not in proc.stderr  # Prefect did not start one of its own after the imports
     assert "Beginning flow run" in proc.stderr and "Finished in state Completed" in proc.stderr
     assert "Error logging to API" not in proc.stderr and "Traceback" not in proc.stderr
-    assert _server_processes() == before, "the temporary server outlived the run"
+    assert _server_processes(home) == before, "the temporary server outlived the run"
     assert (tmp_path / "home" / "prefect.db").exists()  # the run's records: in this PREFECT_HOME's database
 
 
 @pytest.mark.integration
 def test_a_killed_run_takes_its_temporary_server_with_it(media, tmp_path):
-    before = _server_processes()
+    home = tmp_path / "home"
+    before = _server_processes(home)
     base = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     proc = subprocess.Popen([sys.executable, "-m", "lipline.cli", "run", str(media.video), str(media.dub), "--engine",
                              "passthrough", "--store", str(tmp_path / "store"), "--quiet"],
                             env={**base, "LIPLINE_LOCAL_API_URL": "off", "PREFECT_HOME": str(tmp_path / "home")},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
-    while not _server_processes() - before:
+    while not _server_processes(home) - before:
         assert time.monotonic() < deadline and proc.poll() is None, "no temporary server was started"
         time.sleep(0.1)
     proc.kill()  # SIGKILL: no atexit, no finally
     proc.wait()
     deadline = time.monotonic() + 30
-    while _server_processes() - before:
+    while _server_processes(home) - before:
         assert time.monotonic() < deadline, "the temporary server outlived a killed run"
         time.sleep(0.2)
 
