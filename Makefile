@@ -32,10 +32,10 @@ demo: $(STAMP)
 	$(BIN)/python -m lipline.demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup --durations=25
+	$(BIN)/python -m pytest -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --durations=25
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not integration" -n $(TEST_WORKERS) --dist loadgroup -x -q
+	$(BIN)/python -m pytest -m "not integration" -n $(TEST_WORKERS) --dist loadfile -x -q
 
 bench: $(STAMP)
 	$(BIN)/python bench/pipeline_overhead.py

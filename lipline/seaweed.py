@@ -21,6 +21,9 @@ from lipline.errors import LiplineError
 
 PORT_FLAGS = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
               "s3.port", "s3.port.grpc", "webdav.port", "admin.port", "admin.port.grpc")
+# Listeners `weed mini` opens on fixed ports unless told 0 (off); Lipline uses none of them, and a fixed port makes a
+# second server on the machine die at start ("bind: address already in use" on 8181).
+UNUSED_LISTENERS = ("s3.port.iceberg", "s3.port.lance")
 
 
 class SeaweedError(LiplineError):
@@ -98,7 +101,8 @@ def start_seaweedfs(data_dir: Path, bucket: str = "lipline", access_key: str = "
         ports["s3.port"] = s3_port
     cmd = [exe, "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
            "-master.telemetry=false", "-admin.ui=false", f"-bucket={bucket}",
-           *[f"-{flag}={port}" for flag, port in ports.items()]]
+           *[f"-{flag}={port}" for flag, port in ports.items()],
+           *[f"-{flag}=0" for flag in UNUSED_LISTENERS]]
     env = {**os.environ, "AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}
     log = data_dir / "weed.log"
     with open(log, "ab") as out:

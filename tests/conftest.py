@@ -71,14 +71,25 @@ def s3_env(s3_server, monkeypatch):
     return s3_server
 
 
-
 def pytest_collection_modifyitems(config, items):
-    """`make test` runs the suite on two pytest-xdist workers with ``--dist loadgroup``: each test file runs whole on
-    one worker (its module fixtures made once), and every test that uses the Prefect stack (`tests/integration`:
-    a server, three workers and a deploy) on one worker, so that a session starts one stack, not two. Those tests
-    (about 11 minutes on two loaded cores) go first, in their own order, so that the rest fills the other worker
-    around them instead of waiting after them."""
+    """The tests on the shared Prefect stack (`tests/integration/`: a server, three workers and a deploy; about 11
+    minutes on two loaded cores) go first, in their own order: under `make test` (two workers) the rest of the suite
+    then fills the other worker around them instead of leaving one worker alone with them at the end."""
     stack = [item for item in items if "prefect_stack" in getattr(item, "fixturenames", ())]
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group("prefect-stack" if item in stack else item.nodeid.split("::")[0]))
     items[:] = stack + [item for item in items if item not in stack]
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """`make test` runs pytest-xdist with ``--dist loadfile``: each test file runs whole on one worker (its module
+    fixtures made once), and here all of `tests/integration/` counts as one file, so that one worker starts the
+    Prefect stack (a session fixture) and the other never does. Other modes keep pytest-xdist's own scheduler."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class IntegrationTogether(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "tests/integration/" if path.startswith("tests/integration/") else path
+
+    return IntegrationTogether(config, log)
