@@ -131,7 +131,8 @@ def prefect_stack(s3_server, tmp_path_factory) -> PrefectStack:
                                            stderr=subprocess.STDOUT, start_new_session=True)
         return processes[name]
 
-    client = api_client(api)  # retries the 503 a busy server answers (SQLite 'database is locked')
+    # retries the 503 a busy server answers (SQLite "database is locked"); reads wait up to 120 s for a loaded one
+    client = api_client(api, timeout=120)
     stack = PrefectStack(api, client, logs, store, processes)
     try:
         _create_pools(client)

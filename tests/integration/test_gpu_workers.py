@@ -43,7 +43,7 @@ class Stack:
     def wait_for_workers(self, n: int, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            active = prefect_http.post(f"{self.api}/task_workers/filter", json={}, timeout=10).json()
+            active = prefect_http.post(f"{self.api}/task_workers/filter", json={}, timeout=60).json()
             if len(active) >= n:
                 return
             for name, proc in self.workers.items():
@@ -66,7 +66,7 @@ class Stack:
         return subprocess.run(cmd, env={**self.env, **(env or {})}, capture_output=True, text=True, timeout=600)
 
     def task_runs(self, name: str) -> int:
-        r = prefect_http.post(f"{self.api}/task_runs/count", json={"task_runs": {"name": {"like_": name}}}, timeout=10)
+        r = prefect_http.post(f"{self.api}/task_runs/count", json={"task_runs": {"name": {"like_": name}}}, timeout=60)
         r.raise_for_status()
         return r.json()
 
