@@ -75,8 +75,7 @@ def pytest_collection_modifyitems(config, items):
     """The tests on the shared Prefect stack (`tests/integration/`: a server, three workers and a deploy; about 11
     minutes on two loaded cores) go first, in their own order: under `make test` (two workers) the rest of the suite
     then fills the other worker around them instead of leaving one worker alone with them at the end."""
-    stack = [item for item in items if "prefect_stack" in getattr(item, "fixturenames", ())]
-    items[:] = stack + [item for item in items if item not in stack]
+    items.sort(key=lambda item: "prefect_stack" not in getattr(item, "fixturenames", ()))  # stable: order kept
 
 
 def pytest_xdist_make_scheduler(config, log):
