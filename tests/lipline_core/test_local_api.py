@@ -91,13 +91,13 @@ def test_without_an_api_the_temporary_server_is_started_early_and_stopped_cleanl
     home = tmp_path / "home"
     before = _server_processes(home)
     proc = _run(media, tmp_path / "store", "temp-1", {"LIPLINE_LOCAL_API_URL": "off", "PREFECT_LOGGING_LEVEL": "INFO",
-                                                       "PREFECT_HOME": str(tmp_path / "home")})
+                                                       "PREFECT_HOME": str(home)})
     assert proc.returncode == 0, proc.stderr
     assert "Starting temporary server" not in proc.stderr  # Prefect did not start one of its own after the imports
     assert "Beginning flow run" in proc.stderr and "Finished in state Completed" in proc.stderr
     assert "Error logging to API" not in proc.stderr and "Traceback" not in proc.stderr
     assert _server_processes(home) == before, "the temporary server outlived the run"
-    assert (tmp_path / "home" / "prefect.db").exists()  # the run's records: in this PREFECT_HOME's database
+    assert (home / "prefect.db").exists()  # the run's records: in this PREFECT_HOME's database
 
 
 @pytest.mark.integration
@@ -107,7 +107,7 @@ def test_a_killed_run_takes_its_temporary_server_with_it(media, tmp_path):
     base = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     proc = subprocess.Popen([sys.executable, "-m", "lipline.cli", "run", str(media.video), str(media.dub), "--engine",
                              "passthrough", "--store", str(tmp_path / "store"), "--quiet"],
-                            env={**base, "LIPLINE_LOCAL_API_URL": "off", "PREFECT_HOME": str(tmp_path / "home")},
+                            env={**base, "LIPLINE_LOCAL_API_URL": "off", "PREFECT_HOME": str(home)},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while not _server_processes(home) - before:
