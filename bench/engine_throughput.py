@@ -44,8 +44,8 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+if str(REPO) not in sys.path:  # for `bench.*`; appended, so an installed `lipline` wins over the source folder
+    sys.path.append(str(REPO))
 
 from bench.flops import count_flops, mfu, peak_tflops  # noqa: E402
 from bench.quality import mouth_crop_quality  # noqa: E402

@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+if str(REPO) not in sys.path:  # for `bench.*`; appended, so an installed `lipline` wins over the source folder
+    sys.path.append(str(REPO))
 
 from bench.engine_throughput import DTYPES, FULL_VAE, TINY_VAE, build_unet, build_vae, synthetic_inputs  # noqa: E402
 from bench.quality import psnr  # noqa: E402

@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+if str(REPO) not in sys.path:  # for `bench.*`; appended, so an installed `lipline` wins over the source folder
+    sys.path.append(str(REPO))
 
 from bench._common import BENCH_DIR, RESULTS, append_results, talking_inputs  # noqa: E402
 
