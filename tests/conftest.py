@@ -78,6 +78,18 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: "prefect_stack" not in getattr(item, "fixturenames", ()))  # stable: order kept
 
 
+def pytest_sessionfinish(session, exitstatus):
+    """Stop Prefect's temporary API server if a test of this process started one (a flow run in-process with no
+    API set). Prefect stops it at interpreter exit (atexit), which an xdist worker does not always reach: execnet
+    ends a worker that is slow to exit with `os._exit`, and its server ran on after `make test`, orphaned."""
+    import sys
+
+    server_module = sys.modules.get("prefect.server.api.server")  # never imported here just to look
+    if server_module is not None:
+        for server in list(server_module.SubprocessASGIServer._instances.values()):
+            server.stop()
+
+
 def pytest_xdist_make_scheduler(config, log):
     """`make test` runs pytest-xdist with ``--dist loadfile``: each test file runs whole on one worker (its module
     fixtures made once), and here all of `tests/integration/` counts as one file, so that one worker starts the
