@@ -28,8 +28,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -154,7 +156,12 @@ def lipline_cmd(video: Path, audio: Path, work: Path, preset: str, tag: str, ext
             f"overhead-{tag}-{int(time.time())}", "--quiet"]
 
 
-def run_case(case: str, work: Path, preset: str, api: str = "temporary") -> None:
+def _stages(cli_output: str) -> dict[str, float]:
+    """The stage timings of the job whose deliverable path the CLI printed last."""
+    return json.loads(Path(cli_output.strip().rsplit("/", 1)[0] + "/manifest.json").read_text())["timings_s"]
+
+
+def run_case(case: str, work: Path, preset: str, api: str = "temporary", again: bool = False) -> None:
     load_start = os.getloadavg()[0]
     if case == "4k-pingpong":
         media = talking_inputs(work, 5.0, 3840, 2160, 30, bumpers=False)
@@ -178,7 +185,9 @@ def run_case(case: str, work: Path, preset: str, api: str = "temporary") -> None
         note = ("- note: the deliverable is longer than the plain encode (3 s intro + 3 s outro are encoded too) and "
                 "has subtitles burnt in; both encodes use CRF 23")
     plain, plain_rss, _, plain_cpu = timed(plain_cmd)
-    env = {**os.environ, "PREFECT_LOGGING_LEVEL": "INFO"}
+    # a new, empty probe cache: the job decodes its inputs as a first job does (tasks/probe_cache.py)
+    cache = Path(tempfile.mkdtemp(prefix="probe-cache-", dir=work))
+    env = {**os.environ, "PREFECT_LOGGING_LEVEL": "INFO", "LIPLINE_CACHE_DIR": str(cache)}
     server = None
     if api == "running":
         from tests.prefect_server import start_prefect_server
@@ -189,11 +198,16 @@ def run_case(case: str, work: Path, preset: str, api: str = "temporary") -> None
         title += ", against a running Prefect server"
     try:
         total, rss, out, job_cpu = timed(cmd, env=env, server_pid=server.process.pid if server else None)
+        if again:  # a second job on the same inputs (the batch case: one source, N dubs): its probes are cached
+            cmd_again = [*cmd[:cmd.index("--job-id") + 1], cmd[cmd.index("--job-id") + 1] + "-again",
+                         *cmd[cmd.index("--job-id") + 2:]]
+            again_s, _, out_again, again_cpu = timed(cmd_again, env=env,
+                                                     server_pid=server.process.pid if server else None)
     finally:
         if server is not None:
             server.stop()
-    manifest = json.loads(Path(out.strip().rsplit("/", 1)[0] + "/manifest.json").read_text())
-    stages = manifest["timings_s"]
+        shutil.rmtree(cache, ignore_errors=True)
+    stages = _stages(out)
     flow_s = sum(stages.values())
     stage_text = ", ".join(f"{k} {v:.1f}s" for k, v in stages.items())
     append_results(
@@ -208,6 +222,10 @@ def run_case(case: str, work: Path, preset: str, api: str = "temporary") -> None
          f"- peak RSS of the job, CLI + all child processes summed (sampled every 0.1 s): {rss / 2**20:.0f} MB "
          "(target ≤ 2048 MB, flat in input length)",
          cpu_line(job_cpu, plain_cpu),
+         *([f"- the same job again (a new job id; the inputs' probes read from the probe cache, as for the 2nd..Nth "
+            f"dub of one source): {again_s:.1f} s → **{again_s / plain:.2f}x**; stages: "
+            + ", ".join(f"{k} {v:.1f}s" for k, v in _stages(out_again).items()),
+            cpu_line(again_cpu, plain_cpu).replace("- CPU seconds", "- CPU seconds of that job")] if again else []),
          note, LOAD_NOTE.format(start=load_start, end=os.getloadavg()[0], cores=os.cpu_count())])
 
 
@@ -220,6 +238,8 @@ def main() -> None:
     ap.add_argument("--api", choices=("temporary", "running"), default="temporary",
                     help="temporary: nothing configured (each run starts Prefect's temporary server); running: the runs "
                          "use a Prefect server started first")
+    ap.add_argument("--again", action="store_true",
+                    help="also time a second job on the same inputs (their probes cached: the batch case)")
     args = ap.parse_args()
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     if args.ten_minutes and "10min" not in cases:
@@ -228,7 +248,7 @@ def main() -> None:
     if unknown:
         ap.error(f"unknown case(s) {unknown}; known: {', '.join(TARGETS)}")
     for case in cases:
-        run_case(case, args.work, args.preset, args.api)
+        run_case(case, args.work, args.preset, args.api, args.again)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,8 @@ class Settings(BaseSettings):
 
     store: str = Field("./lipline-store", description="Object store root: a folder or any fsspec URI (s3://bucket/prefix)")
     work_dir: Path | None = Field(None, description="Parent of per-run temp dirs (default: the system temp dir)")
+    cache_dir: str | None = Field(None, description="What Lipline remembers by content, e.g. probe results (default "
+                                                    "$XDG_CACHE_HOME/lipline or ~/.cache/lipline; 'off' = nothing)")
     gpu_deployment: str | None = Field(None, description="Deployment that runs lip-sync on the GPU pool, e.g. "
                                                          "lipsync-segments/gpu; empty = in-process")
     s3_endpoint_url: str | None = Field(None, description="Endpoint of an S3-compatible server (else "

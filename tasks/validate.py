@@ -160,11 +160,11 @@ def _streams_text(probe: MediaProbe | None) -> str:
 def measure_media(uri: str, role: str, workdir: Path, faces: str | None = None) -> tuple[dict, MediaProbe | None]:
     """One row of measurements for a media role (None where a value cannot be measured). ``faces`` = the face
     choice in force: the talking-head video is also sampled for faces (None: faces are not checked)."""
-    from lipline.tasks.probe import probe_media
+    from lipline.tasks.probe_cache import probe_media_cached
 
     row: dict[str, Any] = {"readable": True, "readable_error": "", "decode_error": ""}
     try:
-        probe = probe_media(uri, workdir)
+        probe = probe_media_cached(uri, workdir)  # the same bytes are decoded once (tasks/probe_cache.py)
     except InputError as e:
         row.update(readable=False, readable_error=f"{e.rule}: {e.observed}")
         return row, None

@@ -23,6 +23,9 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 # `lipline run` never reuses a Prefect server a developer happens to run at 127.0.0.1:4200 (tests/lipline_core/
 # test_local_api.py checks reuse with its own server).
 os.environ.setdefault("LIPLINE_LOCAL_API_URL", "off")
+# No probe cache (tasks/probe_cache.py) unless a test turns it on: tests that damage or patch the decoding of the
+# session's shared media must see it decoded, and nothing is written to the user's ~/.cache.
+os.environ.setdefault("LIPLINE_CACHE_DIR", "off")
 
 from tests import media_factory as mf  # noqa: E402
 
