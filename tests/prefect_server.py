@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,29 @@ def stop_process(proc: subprocess.Popen, timeout: float) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=5)
+
+
+def stop_processes(procs: Iterable[subprocess.Popen], grace: float = 5.0) -> None:
+    """Stop workers at a fixture's end, all at once: SIGINT to each (a Prefect or `lipline gpu-worker` worker exits
+    in under a second when idle), then after `grace` seconds SIGKILL to the process group of any still running (they
+    are started with `start_new_session`: the worker and whatever flow run or segment it still had in flight).
+    One by one with a 15-20 s limit each, busy workers held a module's teardown for up to 45 s."""
+    procs = [p for p in procs if p.poll() is None]
+    for proc in procs:
+        proc.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+        try:  # the group too: flow-run children outlive a worker that exited on its own
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
 
 
 def wait_healthy(api: str, server: subprocess.Popen, log: Path, timeout: float = 300.0) -> None:

@@ -20,7 +20,7 @@ import pytest
 
 from lipline import PREFECT_ENV_DEFAULTS
 from lipline.prefect_http import api_client
-from tests.prefect_server import PREFECT, start_prefect_server, stop_process
+from tests.prefect_server import PREFECT, start_prefect_server, stop_processes
 
 ROOT = Path(__file__).resolve().parents[2]
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
@@ -108,7 +108,7 @@ def _create_pools(client: httpx.Client) -> None:
             r.raise_for_status()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # torn down right after tests/integration's stack tests, which run first
 def prefect_stack(s3_server, tmp_path_factory) -> PrefectStack:
     base = tmp_path_factory.mktemp("prefect-stack")
     logs = base / "logs"
@@ -153,7 +153,5 @@ def prefect_stack(s3_server, tmp_path_factory) -> PrefectStack:
         yield stack
     finally:
         client.close()
-        for name in ("worker-cpu", "worker-gpu"):  # workers first, with SIGINT; then the server
-            if name in processes:
-                stop_process(processes[name], timeout=20)
+        stop_processes(processes.values())  # workers first, all at once; then the server
         server.stop()

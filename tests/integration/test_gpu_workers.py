@@ -18,7 +18,7 @@ from pathlib import Path
 from lipline import prefect_http
 import pytest
 
-from tests.prefect_server import start_prefect_server, stop_process
+from tests.prefect_server import start_prefect_server, stop_processes
 
 pytestmark = pytest.mark.integration
 SECONDS_PER_FRAME = "0.03"
@@ -52,8 +52,7 @@ class Stack:
         pytest.fail(f"fewer than {n} GPU workers connected after {timeout}s")
 
     def stop_workers(self, *names: str) -> None:
-        for name in names or list(self.workers):
-            stop_process(self.workers.pop(name), timeout=15)
+        stop_processes([self.workers.pop(name) for name in names or list(self.workers)])
 
     def run(self, media, store: Path, job_id: str, *extra: str, env: dict | None = None,
             wait: bool = True) -> subprocess.Popen | subprocess.CompletedProcess:

@@ -21,7 +21,7 @@ import s3fs
 from lipline import PREFECT_ENV_DEFAULTS
 from lipline.samples import speech_like, talking_video, write_audio
 from tests.integration.conftest import ROOT
-from tests.prefect_server import PREFECT, stop_process
+from tests.prefect_server import PREFECT, stop_processes
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +50,7 @@ def laptop_worker(prefect_stack, s3_server, tmp_path_factory):
         yield proc
     finally:
         prefect_stack.processes.pop("worker-laptop", None)
-        stop_process(proc, timeout=20)
+        stop_processes([proc])
 
 
 @pytest.fixture(scope="module")
