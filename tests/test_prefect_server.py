@@ -18,7 +18,14 @@ child = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.sig
 open(sys.argv[1], "w").write(str(child.pid))
 time.sleep(600)
 """
-POLITE = "import time\ntry:\n    time.sleep(600)\nexcept KeyboardInterrupt:\n    pass\n"
+POLITE = """
+import sys, time
+try:
+    open(sys.argv[1], "w").write("ready")
+    time.sleep(600)
+except KeyboardInterrupt:
+    pass
+"""
 
 
 def _gone(pid: int) -> bool:
@@ -32,13 +39,13 @@ def _gone(pid: int) -> bool:
 def test_stop_processes_interrupts_then_kills_a_stubborn_group(tmp_path):
     pidfile = tmp_path / "child.pid"
     stubborn = subprocess.Popen([sys.executable, "-c", STUBBORN, str(pidfile)], start_new_session=True)
-    polite = subprocess.Popen([sys.executable, "-c", POLITE], start_new_session=True)
-    deadline = time.monotonic() + 30
-    while not pidfile.exists() and time.monotonic() < deadline:
+    ready = tmp_path / "polite.ready"
+    polite = subprocess.Popen([sys.executable, "-c", POLITE, str(ready)], start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not (pidfile.exists() and pidfile.read_text() and ready.exists()) and time.monotonic() < deadline:
         time.sleep(0.1)
     child = int(pidfile.read_text())
-    time.sleep(0.5)  # both have set up their SIGINT handling
-    stop_processes([stubborn, polite], grace=2.0)
+    stop_processes([stubborn, polite], grace=10.0)  # a loaded machine: time for the polite one to exit
     assert polite.returncode == 0  # stopped by its SIGINT
     assert stubborn.returncode == -9  # killed after the grace
     deadline = time.monotonic() + 5
