@@ -19,7 +19,8 @@ open(sys.argv[1], "w").write(str(child.pid))
 time.sleep(600)
 """
 POLITE = """
-import sys, time
+import signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as a worker does: CI may start us with SIGINT ignored
 try:
     open(sys.argv[1], "w").write("ready")
     time.sleep(600)
