@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import logging
 import os
 import tempfile
@@ -71,13 +70,16 @@ def _read(entry: Path, uri: str) -> MediaProbe | None:
 
 
 def _write(entry: Path, probe: MediaProbe) -> None:
+    tmp = None
     try:
         entry.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=entry.name, suffix=".part", dir=entry.parent)
         with os.fdopen(fd, "w") as out:
-            out.write(json.dumps(probe.model_dump(mode="json")))
+            out.write(probe.model_dump_json())
         os.replace(tmp, entry)  # whole or not at all
     except OSError as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         log.info("probe cache %s not written (%s): the next job probes this file again", entry.parent, exc)
 
 
@@ -91,7 +93,7 @@ def probe_media_cached(uri: str, workdir: Path) -> MediaProbe:
     try:
         path = local_path(uri, workdir)
         content = sha256_file(path) if path.is_file() and path.stat().st_size else None
-    except (OSError, FileNotFoundError):
+    except OSError:  # FileNotFoundError included
         content = None
     if content is None:  # missing, empty or unreadable: `probe_media` says which, as it always has
         return probe_media(uri, workdir)
