@@ -7,7 +7,6 @@ The body reads as the business process; every stage is a task in `lipline.tasks`
 from __future__ import annotations
 
 import contextlib
-import functools
 import importlib
 import json
 import shutil
@@ -36,7 +35,7 @@ from lipline.store import Store
 from lipline.tasks import archive as archive_stage
 from lipline.tasks import (faces, gpu_dispatch, merge, normalize, post, qc_plots, qc_report, quality_gate,
                            segment, segment_results, validate)
-from lipline.uris import local_path, sha256_file, to_path
+from lipline.uris import local_path, sha256_once, to_path
 
 
 class LocalizeResult(BaseModel):
@@ -144,16 +143,9 @@ def publish_validation(reports: list[ValidationReport], path: Path) -> Path:
 
 def input_sha256(uri: str, workdir: Path) -> str:
     """SHA-256 of an input (of the local copy validation already fetched, for remote inputs); the faces cache,
-    the segment keys and the manifest all ask for the video's, which is read once (a 10-min source is ~1 GB)."""
-    path = local_path(uri, workdir)
-    st = path.stat()
-    return _sha256_once(str(path), st.st_size, st.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=16)
-def _sha256_once(path: str, size: int, mtime_ns: int) -> str:
-    """`sha256_file`, remembered while the file keeps its size and modification time."""
-    return sha256_file(Path(path))
+    the segment keys and the manifest all ask for the video's, which is read once (a 10-min source is ~1 GB) —
+    not at all when the validation worker read it for the probe cache (`uris.sha256_once`)."""
+    return sha256_once(local_path(uri, workdir))
 
 
 def input_provenance(inputs: dict[str, str | None], probes: dict, workdir: Path) -> dict:
@@ -252,7 +244,7 @@ def faces_stage(job: Job, video, inputs_sha: str | None) -> faces.TrackedFaces |
         return None
     picture = {"frames": video.frame_count, "fps": f"{video.fps_num}/{video.fps_den}", "width": video.width,
                "height": video.height}
-    return faces.track_faces_task(video.uri, inputs_sha or sha256_file(to_path(video.uri)), picture,
+    return faces.track_faces_task(video.uri, inputs_sha or sha256_once(to_path(video.uri)), picture,
                                   job.params.lipsync.face, job.store, job.workdir / "faces",
                                   progress=lambda f: job.progress.update("faces", f))
 

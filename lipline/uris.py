@@ -96,3 +96,35 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+# (absolute path, size, mtime_ns) -> SHA-256: what this process (or the validation worker it took reports from)
+# already read. A file that changes size or modification time is a new key, so it is read again.
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def _identity(path: Path) -> tuple[str, int, int]:
+    st = os.stat(path)
+    return os.path.abspath(path), st.st_size, st.st_mtime_ns
+
+
+def sha256_once(path: Path) -> str:
+    """`sha256_file`, read once per process while the file keeps its size and modification time (a 10-min source
+    is ~1 GB: the probe cache, the faces cache, the segment keys and the manifest all ask for it)."""
+    key = _identity(path)
+    digest = _DIGESTS.get(key)
+    if digest is None:
+        digest = _DIGESTS[key] = sha256_file(path)
+        while len(_DIGESTS) > 256:  # long-lived processes (workers) keep the most recent
+            _DIGESTS.pop(next(iter(_DIGESTS)))
+    return digest
+
+
+def known_digests() -> dict[tuple[str, int, int], str]:
+    """The digests `sha256_once` has read in this process (handed from the validation worker to the job)."""
+    return dict(_DIGESTS)
+
+
+def remember_digests(digests: dict[tuple[str, int, int], str]) -> None:
+    """Take digests another process read; each still applies only while its file keeps that size and mtime."""
+    _DIGESTS.update(digests)

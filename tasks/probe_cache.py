@@ -25,7 +25,7 @@ from pathlib import Path
 
 from lipline.records import MediaProbe
 from lipline.settings import get_settings
-from lipline.uris import local_path, sha256_file
+from lipline.uris import local_path, sha256_once
 
 log = logging.getLogger("lipline.probe_cache")
 OFF = "off"
@@ -92,7 +92,7 @@ def probe_media_cached(uri: str, workdir: Path) -> MediaProbe:
         return probe_media(uri, workdir)
     try:
         path = local_path(uri, workdir)
-        content = sha256_file(path) if path.is_file() and path.stat().st_size else None
+        content = sha256_once(path) if path.is_file() and path.stat().st_size else None
     except OSError:  # FileNotFoundError included
         content = None
     if content is None:  # missing, empty or unreadable: `probe_media` says which, as it always has

@@ -44,7 +44,7 @@ from lipline.lazy import lazy_attributes
 from lipline.records import LoudnessMeasure, MediaProbe, Role, ValidationReport, Violation
 from lipline.tasks import prefetch
 from lipline.tasks.subtitle_files import measure_subtitles
-from lipline.uris import local_path
+from lipline.uris import known_digests, local_path, remember_digests
 
 __all__ = [
     "ROLES",
@@ -365,9 +365,12 @@ def validate_inputs(files: Mapping[str, str], overrides: Mapping[str, float | in
     early = prefetch.take(files, overrides, faces)
     if early is not None:
         try:
-            return early.result()
+            reports, digests = early.result()
         except Exception:  # noqa: BLE001 - measured again here: a real problem is raised again, with its own type
             pass
+        else:
+            remember_digests(digests)  # the worker hashed the inputs for the probe cache: not read again here
+            return reports
     return _validate_inputs(files, overrides, workdir=workdir, faces=faces)
 
 
@@ -375,7 +378,14 @@ def prefetch_inputs(files: Mapping[str, str], overrides: Mapping[str, float | in
                     faces: str | None = None) -> bool:
     """Start `validate_inputs` of local inputs in a background process (`tasks/prefetch.py`); False if remote."""
     files, overrides = dict(files), dict(overrides or {})
-    return prefetch.start(files, overrides, faces, _validate_inputs, files, overrides, faces=faces)
+    return prefetch.start(files, overrides, faces, _validate_and_hand_digests, files, overrides, faces=faces)
+
+
+def _validate_and_hand_digests(files: Mapping[str, str], overrides: Mapping[str, float | int] | None = None, *,
+                               faces: str | None = None) -> tuple[list[ValidationReport], dict]:
+    """The prefetch worker's job: the reports, and the inputs' SHA-256 it read (probe cache) for the job's process."""
+    reports = _validate_inputs(files, overrides, faces=faces)
+    return reports, known_digests()
 
 
 def _validate_inputs(files: Mapping[str, str], overrides: Mapping[str, float | int] | None = None, *,

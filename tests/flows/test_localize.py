@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from lipline import uris
 from lipline.flows import localize
 
 
@@ -11,8 +12,8 @@ def test_an_input_is_hashed_once_while_it_is_unchanged(tmp_path, monkeypatch):
     video = tmp_path / "talk.mp4"
     video.write_bytes(b"frames" * 1000)
     reads = []
-    real = localize.sha256_file
-    monkeypatch.setattr(localize, "sha256_file", lambda path: reads.append(path) or real(path))
+    real = uris.sha256_file
+    monkeypatch.setattr(uris, "sha256_file", lambda path: reads.append(path) or real(path))
     first = localize.input_sha256(str(video), tmp_path)
     # the faces cache, the segment keys and the manifest each ask
     assert localize.input_sha256(str(video), tmp_path) == localize.input_sha256(video.as_uri(), tmp_path) == first

@@ -10,7 +10,9 @@ import sys
 
 import pytest
 
+from lipline import uris
 from lipline.errors import InputError
+from lipline.flows import localize
 from lipline.tasks import prefetch
 from lipline.tasks.validate import prefetch_inputs, validate_inputs
 from tests import media_factory as mf
@@ -22,7 +24,8 @@ def test_the_same_request_takes_the_prefetched_reports(media, tmp_path):
     early = prefetch.take(files, {"video.fps.min_fps": 15}, None)
     assert early is not None and prefetch.take(files, {"video.fps.min_fps": 15}, None) is None  # taken once
     fresh = validate_inputs(files, {"video.fps.min_fps": 15})
-    assert [r.model_dump() for r in early.result()] == [r.model_dump() for r in fresh]
+    early_reports, _ = early.result()
+    assert [r.model_dump() for r in early_reports] == [r.model_dump() for r in fresh]
 
     assert prefetch_inputs(files, {"video.fps.min_fps": 15})
     reports = validate_inputs(files, {"video.fps.min_fps": 15})
@@ -46,6 +49,24 @@ def test_errors_travel_with_the_result(media):
     assert prefetch_inputs(files, {"nope": 1})
     with pytest.raises(InputError, match="nope"):
         validate_inputs(files, {"nope": 1})
+
+
+def test_the_inputs_the_worker_hashed_are_not_read_again_by_the_job(media, tmp_path, monkeypatch):
+    """With the probe cache on, the worker reads every media input's SHA-256; the job's faces cache, segment keys
+    and manifest take those digests instead of reading the files again (~1 GB for a 10-min source)."""
+    monkeypatch.setenv("LIPLINE_CACHE_DIR", str(tmp_path / "cache"))
+    video, dub = shutil.copyfile(media.video, tmp_path / "talk.mp4"), shutil.copyfile(media.dub, tmp_path / "dub.wav")
+    expected = {path: uris.sha256_file(path) for path in (video, dub)}
+    files = {"video": str(video), "audio": str(dub)}
+    assert prefetch_inputs(files, None)
+    reads = []
+    real = uris.sha256_file
+    monkeypatch.setattr(uris, "sha256_file", lambda path, *a: reads.append(path) or real(path, *a))
+    validate_inputs(files)
+    assert [localize.input_sha256(str(p), tmp_path) for p in (video, dub)] == list(expected.values())
+    assert reads == []
+    os.utime(dub, ns=(1, 1))  # touched since the worker read it: read again
+    assert localize.input_sha256(str(dub), tmp_path) == expected[dub] and reads == [dub]
 
 
 def test_remote_inputs_are_not_prefetched():
