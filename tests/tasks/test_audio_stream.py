@@ -56,6 +56,35 @@ def test_true_peak_is_chunking_independent_and_matches_ffmpeg(speechy, tmp_path)
         assert chunked(TruePeak(), x, sizes) == pytest.approx(reference, abs=0.1)
 
 
+class CountingPeak(TruePeak):
+    """`TruePeak` that counts the input samples it upsampled; ``skip=False`` upsamples everything."""
+
+    def __init__(self, skip: bool = True) -> None:
+        super().__init__()
+        self.upsampled = 0
+        if not skip:
+            self.gain_bound = 1e300
+
+    def _upsampled_peak(self, x, lo, hi):
+        self.upsampled += hi - lo
+        return super()._upsampled_peak(x, lo, hi)
+
+
+@pytest.mark.parametrize("sizes", [[10**9], [1000], [123457, 50], [61], [SR * 10]])
+def test_true_peak_upsamples_only_what_could_raise_it_and_finds_the_same_peak(speechy, sizes):
+    rng = np.random.default_rng(7)
+    x = np.concatenate([speechy, mf.faded(speechy, SR) * 0.5, 0.2 * rng.standard_normal((SR, 2))]).astype(np.float32)
+    x[123457] = [0.95, -0.2]  # an isolated peak near a chunk edge
+    x[200000:200002] = [[0.7, 0.7], [-0.7, -0.7]]  # an intersample peak above its samples
+    x[5] = [0.99, 0.1]  # the loudest sample, within the first chunk's context (missed before when chunks were short)
+    skipping, everything = CountingPeak(), CountingPeak(skip=False)
+    assert chunked(skipping, x, sizes) == chunked(everything, x, sizes)  # the same value, not just close
+    assert everything.upsampled == len(x)  # every sample scanned once, whatever the chunking
+    assert skipping.result() == chunked(TruePeak(), x, [len(x)]) >= 20 * np.log10(0.99)
+    if sizes[0] >= 1000:  # chunks of a few samples are each within reach of a block that could raise the peak
+        assert skipping.upsampled < 0.3 * len(x), (skipping.upsampled, len(x))
+
+
 @pytest.fixture(scope="module")
 def dub_file(speechy, tmp_path_factory):
     """The speech-like signal between 1.2 s and 0.7 s of digital silence, with fades (no edge ringing)."""
