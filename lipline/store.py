@@ -74,10 +74,10 @@ class Store:
     def put_file(self, local: Path, key: str) -> StoredFile:
         """Upload `local` to `key` and verify the stored bytes by SHA-256. Readers never see a partial `key`
         (see `lipline.store_backends` for how each backend ensures it)."""
-        digest = sha256_file(local)
         size = local.stat().st_size
+        digest = None if self.backend.hashes_while_writing else sha256_file(local)
         try:
-            self.backend.write_file(local, key, digest, size)
+            digest = self.backend.write_file(local, key, digest, size) or digest
         except (OSError, PermissionError) as exc:
             raise StoreError(f"upload of {local.name} to {self.uri(key)} failed: {exc}") from exc
         try:

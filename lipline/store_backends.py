@@ -53,7 +53,10 @@ class Backend:
         """The key as users see it (in manifests, messages)."""
         return f"{self.root}/{key}"
 
-    def write_file(self, local: Path, key: str, digest: str, size: int) -> None:
+    #: `write_file` hashes the bytes as it copies them (no `digest` is given it; it returns the SHA-256)
+    hashes_while_writing = False
+
+    def write_file(self, local: Path, key: str, digest: str | None, size: int) -> str | None:
         """Place the bytes of `local` (SHA-256 `digest`, `size` bytes) at `key`, never visible half-written."""
         raise NotImplementedError
 
@@ -94,14 +97,18 @@ class LocalBackend(Backend):
     def uri(self, key: str) -> str:
         return self.path(key)
 
-    def write_file(self, local: Path, key: str, digest: str, size: int) -> None:
+    hashes_while_writing = True  # one read of the file, not two (a 10-min deliverable is ~0.5 GB)
+
+    def write_file(self, local: Path, key: str, digest: str | None, size: int) -> str:
+        hashed = hashlib.sha256()
         with open(local, "rb") as src:
-            tmp = self._write_temporary(Path(self.path(key)), src)
+            tmp = self._write_temporary(Path(self.path(key)), src, hashed)
         try:
             os.replace(tmp, self.path(key))
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        return hashed.hexdigest()
 
     def write_bytes(self, data: bytes, key: str) -> None:
         Path(self.path(key)).parent.mkdir(parents=True, exist_ok=True)
@@ -136,8 +143,9 @@ class LocalBackend(Backend):
         return True
 
     @staticmethod
-    def _write_temporary(target: Path, content) -> str:
-        """A complete copy of `content` (bytes or a binary file) beside `target`, with the usual permissions."""
+    def _write_temporary(target: Path, content, hashed=None) -> str:
+        """A complete copy of `content` (bytes or a binary file) beside `target`, with the usual permissions; a
+        binary file's bytes also go to `hashed` (a hashlib object) as they are copied."""
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
         try:
@@ -147,6 +155,8 @@ class LocalBackend(Backend):
                 else:
                     while block := content.read(1 << 20):
                         out.write(block)
+                        if hashed is not None:
+                            hashed.update(block)
             umask = os.umask(0)
             os.umask(umask)
             os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; deliverables get the usual permissions

@@ -9,7 +9,9 @@ read in chunks and never held whole in memory.
 from __future__ import annotations
 
 import bisect
+import functools
 import math
+import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -33,13 +35,20 @@ NO_FACE_CAPTION = "no face track: centre of the lower third of the frame"
 
 def keyframe_times(path: Path) -> list[float]:
     """Display times in seconds of the keyframes of the first video stream of `path`, sorted (one demux pass, no
-    decoding)."""
+    decoding; remembered while the file keeps its size and modification time: the job's sheet times and the
+    contact sheet both ask for the original's, a pass over ~1 GB for a 10-min source)."""
+    st = os.stat(path)
+    return list(_keyframe_times(os.path.abspath(path), st.st_size, st.st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=8)
+def _keyframe_times(path: str, size: int, mtime_ns: int) -> tuple[float, ...]:
     import av
 
-    with av.open(str(path), metadata_errors="ignore") as container:
+    with av.open(path, metadata_errors="ignore") as container:
         stream = container.streams.video[0]
         tb = stream.time_base
-        return sorted(float(p.pts * tb) for p in container.demux(stream) if p.is_keyframe and p.pts is not None)
+        return tuple(sorted(float(p.pts * tb) for p in container.demux(stream) if p.is_keyframe and p.pts is not None))
 
 
 def sheet_times(duration_s: float, frames: int, rate: float, keyframes: Sequence[float] = ()) -> list[float]:

@@ -9,12 +9,14 @@ from lipline.errors import StoreError
 from lipline.store import Store
 
 
-def test_local_store_put_verifies_and_leaves_no_temp_files(tmp_path):
+def test_local_store_put_verifies_and_leaves_no_temp_files(tmp_path, monkeypatch):
     src = tmp_path / "in.bin"
     src.write_bytes(os.urandom(3_000_000))
     store = Store(str(tmp_path / "store"))
+    monkeypatch.setattr("lipline.store.sha256_file", None)  # a local copy hashes what it copies: no separate pass
     rec = store.put_file(src, "job1/final.mp4")
     assert rec.sha256 == hashlib.sha256(src.read_bytes()).hexdigest()
+    assert (tmp_path / "store" / "job1" / "final.mp4").read_bytes() == src.read_bytes()
     assert sorted(p.name for p in (tmp_path / "store" / "job1").iterdir()) == ["final.mp4"]
     store.put_json({"a": 1}, "job1/manifest.json")
     assert store.read_json("job1/manifest.json") == {"a": 1}

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import av
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from lipline.media import ffmpeg_exe
+from lipline.tasks import qc_plots
 from lipline.tasks.qc_plots import frames_at, keyframe_times, sheet_times
 
 
@@ -45,6 +47,14 @@ def test_keyframe_times_are_the_streams_keyframes(tmp_path):
                     "-c:v", "libx264", "-g", "10", "-keyint_min", "10", "-sc_threshold", "0", "-bf", "2",
                     "-pix_fmt", "yuv420p", str(video)], check=True)
     assert keyframe_times(video) == pytest.approx([0.0, 0.4, 0.8, 1.2, 1.6])
+    # read once while the file is unchanged (the job's sheet times and the contact sheet both ask)
+    hits = qc_plots._keyframe_times.cache_info().hits
+    assert keyframe_times(video) == pytest.approx([0.0, 0.4, 0.8, 1.2, 1.6])
+    assert qc_plots._keyframe_times.cache_info().hits == hits + 1
+    subprocess.run([ffmpeg_exe(), "-y", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=96x64:rate=25:duration=2",
+                    "-c:v", "libx264", "-g", "25", "-pix_fmt", "yuv420p", str(tmp_path / "g25.mp4")], check=True)
+    os.replace(tmp_path / "g25.mp4", video)  # another file at the same path: read again
+    assert keyframe_times(video) == pytest.approx([0.0, 1.0])
 
 
 def test_sheet_times_are_slice_centres_on_frames_or_on_a_near_keyframe():
