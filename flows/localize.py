@@ -23,6 +23,7 @@ from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel
 
 from lipline.joblock import JobLock
+from lipline.lazy import import_in_background
 from lipline.errors import JobExists, StoreError, ValidationFailed
 from lipline.engine_choice import choose_engine
 from lipline.models.registry import get_spec
@@ -36,6 +37,12 @@ from lipline.tasks import archive as archive_stage
 from lipline.tasks import (faces, gpu_dispatch, merge, normalize, post, qc_plots, qc_report, quality_gate,
                            segment, segment_results, validate)
 from lipline.uris import local_path, sha256_once, to_path
+
+
+# What later stages import on first use: ~2 CPU s (scipy.signal for loudness, librosa's core for the pauses,
+# matplotlib for the report) that would otherwise sit on the job's critical path after validation.
+LATER_STAGE_IMPORTS = ("scipy.signal", "pyloudnorm", "librosa.core.spectrum", "librosa.core.convert",
+                       "matplotlib.figure", "matplotlib.backends.backend_agg")
 
 
 class LocalizeResult(BaseModel):
@@ -271,6 +278,7 @@ def run_stages(job: Job) -> LocalizeResult:
 
     # 1. Media quality gate: every input against its data contract; stop before any model work on a fail.
     with job.stage_of("validate"):
+        import_in_background(LATER_STAGE_IMPORTS)  # while this thread waits for the validation worker
         inputs = {"video": p.video_uri, "audio": p.audio_uri, "subtitles": p.subtitles_uri,
                   "intro": p.intro_uri, "outro": p.outro_uri}
         faces_checked = p.lipsync.face if get_spec(job.engine, kind="video").uses_faces else None

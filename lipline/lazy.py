@@ -3,7 +3,10 @@ Prefect where only the function is called (the validation worker, the CLI's `val
 
 from __future__ import annotations
 
-from typing import Callable
+import contextlib
+import importlib
+import threading
+from typing import Callable, Iterable
 
 
 def lazy_attributes(namespace: dict, **factories: Callable[[], object]) -> Callable[[str], object]:
@@ -20,4 +23,19 @@ def lazy_attributes(namespace: dict, **factories: Callable[[], object]) -> Calla
     return __getattr__
 
 
-__all__ = ["lazy_attributes"]
+def import_in_background(modules: Iterable[str], name: str = "lipline-warm-imports") -> threading.Thread:
+    """Import `modules` in a daemon thread, for a caller about to block on other work (a worker process, I/O):
+    later stages then find them loaded instead of importing on the job's critical path. Only a warm-up: a module
+    that fails here is imported (and fails, with its own error) where it is used."""
+
+    def work() -> None:
+        for module in modules:
+            with contextlib.suppress(Exception):
+                importlib.import_module(module)
+
+    thread = threading.Thread(target=work, name=name, daemon=True)
+    thread.start()
+    return thread
+
+
+__all__ = ["import_in_background", "lazy_attributes"]
