@@ -103,7 +103,8 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 _DIGESTS: dict[tuple[str, int, int], str] = {}
 
 
-def _identity(path: Path) -> tuple[str, int, int]:
+def file_identity(path: Path) -> tuple[str, int, int]:
+    """(absolute path, size, mtime_ns): what a result computed from a file's bytes may be remembered under."""
     st = os.stat(path)
     return os.path.abspath(path), st.st_size, st.st_mtime_ns
 
@@ -111,7 +112,7 @@ def _identity(path: Path) -> tuple[str, int, int]:
 def sha256_once(path: Path) -> str:
     """`sha256_file`, read once per process while the file keeps its size and modification time (a 10-min source
     is ~1 GB: the probe cache, the faces cache, the segment keys and the manifest all ask for it)."""
-    key = _identity(path)
+    key = file_identity(path)
     digest = _DIGESTS.get(key)
     if digest is None:
         digest = _DIGESTS[key] = sha256_file(path)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import bisect
 import functools
 import math
-import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from lipline.tasks.audio_stream import CHANNEL_WEIGHTS, LoudnessMeter, iter_audio
+from lipline.uris import file_identity
 
 # MediaPipe FaceMesh lip contour (outer + inner), FACEMESH_LIPS
 LIP_LANDMARKS = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 185, 40, 39, 37, 0, 267, 269, 270, 409,
@@ -37,8 +37,7 @@ def keyframe_times(path: Path) -> list[float]:
     """Display times in seconds of the keyframes of the first video stream of `path`, sorted (one demux pass, no
     decoding; remembered while the file keeps its size and modification time: the job's sheet times and the
     contact sheet both ask for the original's, a pass over ~1 GB for a 10-min source)."""
-    st = os.stat(path)
-    return list(_keyframe_times(os.path.abspath(path), st.st_size, st.st_mtime_ns))
+    return list(_keyframe_times(*file_identity(path)))
 
 
 @functools.lru_cache(maxsize=8)
