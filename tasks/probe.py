@@ -12,7 +12,11 @@ returned `MediaProbe` comes from the *decoded* streams:
   0.35 s with frame threading (``thread_type = "AUTO"``) vs 0.42 s single-threaded, and demuxing alone takes
   0.01 s; so a 10-minute 1080p30 file costs roughly 20-60 s of decode depending on the content. We accept that
   once per input (validation runs once per job) and decode with ``thread_type = "AUTO"``.
-  ``skip_frame = "NONKEY"`` is *not* used: it would break frame counting.
+  ``skip_frame = "NONKEY"`` is *not* used: it would break frame counting. The in-loop **deblocking filter is
+  skipped** (``skip_loop_filter = "all"``, `VALIDATION_DECODE_OPTIONS`): nothing here looks at pixels, and a damaged
+  bitstream is found while the slices are parsed, before that filter. ``bench/validation_decode.py``: 6.1 → 4.9 CPU
+  s (−20 %) for 30 s of camera-like 1080p H.264 (CABAC, deblocking on), −11 % on HEVC, nothing on x264 ultrafast
+  (no deblocking); a 30 s clip with 40 damaged spots gave the same 39 corrupt frames either way.
 * The mean rate comes from decoded timestamps, ``(n - 1) / (last_pts - first_pts)``, as an exact fraction. The
   stream is constant frame rate when at most 1 % of the timestamp deltas differ from the median delta by more than
   15 % plus one time-base tick (that absorbs the 33/34 ms rounding jitter of 1/1000 time bases at 29.97 fps).
@@ -66,6 +70,10 @@ STANDARD_RATES: tuple[Fraction, ...] = (
 VFR_SNAP_REL = 0.005
 # Smallest snapping window of a constant-rate stream (relative): far below 1/1001 (30 vs 30000/1001).
 CFR_SNAP_REL = 1e-4
+
+# Decoder options of validation's full video decode. Deblocking (H.264/HEVC in-loop filter) only smooths pixels, which
+# the probe never looks at; corruption is found while the slices are parsed. Others are left at FFmpeg's defaults.
+VALIDATION_DECODE_OPTIONS: dict[str, str] = {"skip_loop_filter": "all"}
 
 _DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "4.0", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
 
@@ -359,6 +367,7 @@ def _probe_open(uri: str, size: int, container) -> MediaProbe:
     vstream = _first_video(container)
     if vstream is not None:
         vstream.thread_type = "AUTO"  # the full decode on every core (frames still come in order, flags kept)
+        vstream.codec_context.options = {**vstream.codec_context.options, **VALIDATION_DECODE_OPTIONS}
     astream = container.streams.audio[0] if container.streams.audio else None
     streams = [s for s in (vstream, astream) if s is not None]
     container_name = container.format.name if container.format else None
@@ -366,9 +375,6 @@ def _probe_open(uri: str, size: int, container) -> MediaProbe:
 
     if not streams:
         return MediaProbe(uri=uri, size_bytes=size, container=container_name, duration_s=0.0)
-
-    if vstream is not None:
-        vstream.thread_type = "AUTO"
 
     vpts: list[int] = []
     vcount = 0
