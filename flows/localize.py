@@ -297,7 +297,8 @@ def run_stages(job: Job) -> LocalizeResult:
         measured = next((r.loudness for r in reports if r.role == "audio"), None)
         audio = normalize.normalize_audio_task(local["audio"], job.workdir / "audio", target_lufs=p.loudness_lufs,
                                                true_peak_db=p.true_peak_db, before=measured)
-        video = normalize.normalize_video_task(local["video"], job.workdir / "video", probe=probes.get("video"))
+        video = normalize.normalize_video_task(local["video"], job.workdir / "video", probe=probes.get("video"),
+                                               any_codec=engine_keeps_frames(job.engine))
 
     # 3. The speaker's face in every frame (engines that need it; read from the cache when tracked before).
     with job.stage_of("faces"):

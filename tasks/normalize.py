@@ -14,7 +14,9 @@ Audio
 
 Video
     A source that is already conformant (H.264, yuv420p, CFR, even dimensions, no display rotation) is kept as it
-    is (``-c:v copy``, audio dropped): no encode at all. Anything else is decoded with the rotation applied, padded to
+    is (``-c:v copy``, audio dropped): no encode at all. With an engine that keeps its input frames (passthrough), the
+    final encode is the intermediate's only reader, and it decodes anything: a CFR, unrotated HEVC source with even
+    dimensions, of any pixel format, is kept as it is too (``bench/pipeline_overhead.py --cases 60s-hevc``). Anything else is decoded with the rotation applied, padded to
     even dimensions, forced to CFR at the source rate and encoded once with a fast, visually lossless libx264
     setting (``ultrafast``, CRF 10).
 """
@@ -47,6 +49,9 @@ __all__ = [
 DELIVERY_RATE = 48000
 MODEL_RATE = 16000
 OVERSAMPLED_RATE = 192000
+# Codecs an intermediate may keep when only the final encode reads it (`conformance_reasons`): what cameras and phones
+# record, which MP4 holds as it is. Others (MPEG-4 Part 2, ProRes: MP4 cannot hold it, ...) are encoded as before.
+ANY_CODEC_COPIES = ("h264", "hevc")
 # Fast, visually lossless intermediate (CAVLC, no B-frames: cheap to write and to decode again).
 INTERMEDIATE_X264: dict[str, str] = {"preset": "ultrafast", "crf": "10"}
 
@@ -210,15 +215,20 @@ def source_rate(video: VideoInfo) -> Fraction:
     return video.frame_rate or fps_fraction(video.fps, video.nominal_fps)
 
 
-def conformance_reasons(probe: MediaProbe) -> list[str]:
-    """Why the video of `probe` cannot be stream-copied as the intermediate (empty list: it can)."""
+def conformance_reasons(probe: MediaProbe, any_codec: bool = False) -> list[str]:
+    """Why the video of `probe` cannot be stream-copied as the intermediate (empty list: it can).
+
+    ``any_codec``: the intermediate is read only by the final encode and its frame feed (an engine that keeps its input
+    frames), which decode any codec and convert any pixel format: a codec in `ANY_CODEC_COPIES` (MP4 holds it as it is)
+    and any pixel format are then no reason to re-encode. The frame timeline still needs CFR, no rotation and even
+    dimensions."""
     v = probe.video
     if v is None:
         return ["no video stream"]
     reasons = []
-    if v.codec not in ("h264",):
+    if v.codec not in (ANY_CODEC_COPIES if any_codec else ("h264",)):
         reasons.append(f"codec {v.codec} is not h264")
-    if v.pix_fmt not in ("yuv420p", "yuvj420p"):
+    if v.pix_fmt not in ("yuv420p", "yuvj420p") and not any_codec:
         reasons.append(f"pixel format {v.pix_fmt} is not yuv420p")
     if not v.constant_fps:
         reasons.append(f"variable frame rate (mean {v.fps:.3f} fps)")
@@ -238,11 +248,14 @@ def _count_frames(path: Path) -> tuple[int, Fraction | None]:
         return n, (Fraction(rate) if rate else None)
 
 
-def normalize_video(video_uri: str, out_dir: Path, probe: MediaProbe | None = None) -> NormalizedVideo:
+def normalize_video(video_uri: str, out_dir: Path, probe: MediaProbe | None = None,
+                    any_codec: bool = False) -> NormalizedVideo:
     """Make the conformant intermediate video ``out_dir/video.mp4`` (no audio) and describe it.
 
     Stream copy when the source is already conformant; otherwise one fast visually lossless encode that applies the
     rotation, pads odd dimensions by one pixel, converts to yuv420p and forces CFR at the source rate.
+    ``any_codec`` (an engine that keeps its input frames): see `conformance_reasons`; e.g. a phone's CFR HEVC is
+    copied, not encoded once more before the final encode.
     """
     out_dir = Path(out_dir).absolute()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -255,7 +268,7 @@ def normalize_video(video_uri: str, out_dir: Path, probe: MediaProbe | None = No
     if v is None:
         raise InputError(str(video_uri), "video stream", "no video stream", "Provide a file with a video track.")
     rate = source_rate(v)
-    reasons = conformance_reasons(probe)
+    reasons = conformance_reasons(probe, any_codec)
     out = out_dir / "video.mp4"
     if not reasons:
         run_ffmpeg(["-i", src, "-map", "0:v:0", "-an", "-sn", "-dn", "-c:v", "copy",
@@ -292,5 +305,6 @@ def normalize_audio_task(audio_uri: str, out_dir: Path, target_lufs: float = -16
 
 
 @task(name="normalize-video", description="CFR, rotation applied, even dimensions, yuv420p (stream copy if already)")
-def normalize_video_task(video_uri: str, out_dir: Path, probe: MediaProbe | None = None) -> NormalizedVideo:
-    return normalize_video(video_uri, out_dir, probe)
+def normalize_video_task(video_uri: str, out_dir: Path, probe: MediaProbe | None = None,
+                         any_codec: bool = False) -> NormalizedVideo:
+    return normalize_video(video_uri, out_dir, probe, any_codec)

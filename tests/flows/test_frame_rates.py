@@ -83,6 +83,23 @@ def test_deliverable_keeps_the_exact_source_rate(inputs, tmp_path, rate, ext, co
     assert manifest["length_mode"] == "pingpong" and len(manifest["segments"]) >= 2
 
 
+def test_a_phone_hevc_source_is_encoded_once(inputs, tmp_path):
+    """HEVC, 10-bit, 30000/1001: the passthrough job keeps the source's stream as its intermediate (no conforming
+    encode); the final encode decodes it, converts it to 8-bit and reads it in ping-pong order, frame-exact."""
+    path = inputs["dir"] / "talk-hevc-10bit.mov"
+    mf.talking_video(path, inputs["face"], 2.0, width=192, height=108, fps="30000/1001",
+                     extra=("-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "log-level=error",
+                            "-pix_fmt", "yuv420p10le"))
+    exact = Fraction(30000, 1001)
+    final, manifest = run_job(inputs, path, tmp_path)
+    check_exact(final, exact, math.ceil(DUB_S * exact))
+    assert manifest["inputs"]["video"]["probe"]["video"]["codec"] == "hevc"
+    assert manifest["video"]["reencoded"] is False and manifest["video"]["reasons"] == []
+    assert manifest["length_mode"] == "pingpong"
+    with av.open(str(final)) as c:
+        assert (c.streams.video[0].codec_context.name, c.streams.video[0].format.name) == ("h264", "yuv420p")
+
+
 def test_bumpers_at_other_rates_take_the_main_rate(inputs, tmp_path):
     """A 30/1 main with a 25 fps intro (with sound) and a 60000/1001 outro (silent): delivered at exactly 30/1."""
     intro = mf.bumper(inputs["dir"] / "intro-25.mp4", 0.5, 320, 240, 25, with_audio=True)

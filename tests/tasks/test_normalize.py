@@ -136,6 +136,49 @@ def test_conformant_video_is_copied(videos, tmp_path):
     assert src_packets == out_packets  # bit-identical stream: no encode
 
 
+def _packets(path) -> list[bytes]:
+    with av.open(str(path)) as c:
+        return [bytes(p) for p in c.demux(c.streams.video[0]) if p.size]
+
+
+@pytest.fixture(scope="module")
+def hevc_10bit(tmp_path_factory) -> Path:
+    """A phone-like source: CFR HEVC, 10-bit 4:2:0 (neither H.264 nor yuv420p)."""
+    path = tmp_path_factory.mktemp("norm-hevc") / "phone.mov"
+    mf.pattern_clip(path, 320, 240, fps=30, dur=1.0, pix_fmt="yuv420p10le",
+                    extra=("-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "log-level=error"))
+    return path
+
+
+def test_hevc_is_copied_when_only_the_final_encode_reads_it(hevc_10bit, tmp_path):
+    """An engine that keeps its frames (passthrough): the final encode decodes HEVC and converts 10-bit itself, so
+    the intermediate is the source's own stream (no ultrafast encode before the real one)."""
+    probe = probe_media(str(hevc_10bit))
+    assert (probe.video.codec, probe.video.pix_fmt) == ("hevc", "yuv420p10le")
+    assert conformance_reasons(probe, any_codec=True) == []
+    out = normalize_video(str(hevc_10bit), tmp_path / "copy", probe, any_codec=True)
+    assert not out.reencoded and out.reasons == []
+    assert (out.width, out.height, out.frame_count, out.fps) == (320, 240, 30, 30.0)
+    assert _packets(out.uri) == _packets(hevc_10bit)
+
+
+def test_hevc_is_encoded_for_engines_that_read_frames(hevc_10bit, tmp_path):
+    """A lip-sync engine reads the intermediate frame by frame: it gets H.264 yuv420p as before."""
+    out = normalize_video(str(hevc_10bit), tmp_path / "encode", probe_media(str(hevc_10bit)))
+    assert out.reencoded
+    assert out.reasons == ["codec hevc is not h264", "pixel format yuv420p10le is not yuv420p"]
+    v = probe_media(out.uri).video
+    assert (v.codec, v.pix_fmt, v.frame_count) == ("h264", "yuv420p", 30)
+
+
+def test_any_codec_still_conforms_the_timeline(videos, tmp_path):
+    """Rotation, odd dimensions and a variable rate change the frames themselves: re-encoded for every reader."""
+    for name, reason in (("rotated", "rotation"), ("odd", "odd"), ("vfr", "variable frame rate")):
+        out = normalize_video(str(videos[name]), tmp_path / name, probe_media(str(videos[name])), any_codec=True)
+        assert out.reencoded and any(reason in r for r in out.reasons), (name, out.reasons)
+        assert not any("codec" in r or "pixel format" in r for r in out.reasons), (name, out.reasons)
+
+
 def test_odd_dimensions_padded(videos, tmp_path):
     probe = probe_media(str(videos["odd"]))
     assert probe.video.width == 321
