@@ -342,7 +342,8 @@ def run_stages(job: Job) -> LocalizeResult:
                           subtitles_uri=local["subtitles"], intro_uri=local["intro"], outro_uri=local["outro"],
                           progress=lambda f: job.progress.update("post", f),
                           main_frame_limit=plan.total_frames if main_runs is None else None, main_runs=main_runs,
-                          main_rate=Fraction(video.fps_num, video.fps_den), keyframes_at=sheet)
+                          main_rate=Fraction(video.fps_num, video.fps_den), keyframes_at=sheet,
+                          main_rotation=video.rotation)
 
     # 9. Archive: deliverable + sidecars + validation, manifest.json last.
     with job.stage_of("archive"):

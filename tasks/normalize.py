@@ -15,8 +15,9 @@ Audio
 Video
     A source that is already conformant (H.264, yuv420p, CFR, even dimensions, no display rotation) is kept as it
     is (``-c:v copy``, audio dropped): no encode at all. With an engine that keeps its input frames (passthrough), the
-    final encode is the intermediate's only reader, and it decodes anything: a CFR, unrotated HEVC source with even
-    dimensions, of any pixel format, is kept as it is too (``bench/pipeline_overhead.py --cases 60s-hevc``). Anything else is decoded with the rotation applied, padded to
+    final encode is the intermediate's only reader, and it decodes anything: a CFR HEVC source with even dimensions,
+    of any pixel format, rotated for display or not, is kept as it is too (``bench/pipeline_overhead.py --cases
+    60s-hevc``); the final encode applies the rotation. Anything else is decoded with the rotation applied, padded to
     even dimensions, forced to CFR at the source rate and encoded once with a fast, visually lossless libx264
     setting (``ultrafast``, CRF 10).
 """
@@ -96,6 +97,9 @@ class NormalizedVideo(Record):
     frame_count: int
     reencoded: bool
     reasons: list[str] = Field(default_factory=list, description="Why the video was re-encoded (empty: stream copy)")
+    rotation: int = Field(0, description="Display rotation (degrees clockwise) the intermediate still carries, for its "
+                                         "reader to apply (the final encode); 0 when conformed. width × height is "
+                                         "the picture as shown")
 
 
 # --------------------------------------------------------------------------------------------------- audio
@@ -219,9 +223,9 @@ def conformance_reasons(probe: MediaProbe, any_codec: bool = False) -> list[str]
     """Why the video of `probe` cannot be stream-copied as the intermediate (empty list: it can).
 
     ``any_codec``: the intermediate is read only by the final encode and its frame feed (an engine that keeps its input
-    frames), which decode any codec and convert any pixel format: a codec in `ANY_CODEC_COPIES` (MP4 holds it as it is)
-    and any pixel format are then no reason to re-encode. The frame timeline still needs CFR, no rotation and even
-    dimensions."""
+    frames), which decode any codec, convert any pixel format and apply a display rotation: a codec in
+    `ANY_CODEC_COPIES` (MP4 holds it as it is), any pixel format and a rotation are then no reason to re-encode. The
+    frame timeline still needs CFR and even dimensions."""
     v = probe.video
     if v is None:
         return ["no video stream"]
@@ -232,7 +236,7 @@ def conformance_reasons(probe: MediaProbe, any_codec: bool = False) -> list[str]
         reasons.append(f"pixel format {v.pix_fmt} is not yuv420p")
     if not v.constant_fps:
         reasons.append(f"variable frame rate (mean {v.fps:.3f} fps)")
-    if v.rotation % 360:
+    if v.rotation % 360 and not any_codec:
         reasons.append(f"display rotation {v.rotation}°")
     if v.width % 2 or v.height % 2:
         reasons.append(f"odd dimensions {v.width}x{v.height}")
@@ -254,8 +258,8 @@ def normalize_video(video_uri: str, out_dir: Path, probe: MediaProbe | None = No
 
     Stream copy when the source is already conformant; otherwise one fast visually lossless encode that applies the
     rotation, pads odd dimensions by one pixel, converts to yuv420p and forces CFR at the source rate.
-    ``any_codec`` (an engine that keeps its input frames): see `conformance_reasons`; e.g. a phone's CFR HEVC is
-    copied, not encoded once more before the final encode.
+    ``any_codec`` (an engine that keeps its input frames): see `conformance_reasons`; e.g. a phone's CFR HEVC, portrait
+    or not, is copied, not encoded once more before the final encode (`NormalizedVideo.rotation` says what to apply).
     """
     out_dir = Path(out_dir).absolute()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -274,7 +278,7 @@ def normalize_video(video_uri: str, out_dir: Path, probe: MediaProbe | None = No
         run_ffmpeg(["-i", src, "-map", "0:v:0", "-an", "-sn", "-dn", "-c:v", "copy",
                     "-map_metadata", "-1", "-movflags", "+faststart", out], what=f"copying the video of {src.name}")
         frames, _ = _count_frames(out)
-        width, height = v.width, v.height
+        width, height, rotation = v.display_width, v.display_height, v.rotation % 360  # a copy keeps its rotation
     else:
         vf = ",".join([
             f"fps={rate.numerator}/{rate.denominator}",
@@ -290,9 +294,10 @@ def normalize_video(video_uri: str, out_dir: Path, probe: MediaProbe | None = No
                    what=f"conforming the video of {src.name}")
         frames, _ = _count_frames(out)
         w, h = v.display_width, v.display_height
-        width, height = w + (w % 2), h + (h % 2)
+        width, height, rotation = w + (w % 2), h + (h % 2), 0
     return NormalizedVideo(uri=str(out), fps=float(rate), fps_num=rate.numerator, fps_den=rate.denominator,
-                           width=width, height=height, frame_count=frames, reencoded=bool(reasons), reasons=reasons)
+                           width=width, height=height, frame_count=frames, reencoded=bool(reasons), reasons=reasons,
+                           rotation=rotation)
 
 
 # --------------------------------------------------------------------------------------------------- tasks

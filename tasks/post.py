@@ -97,6 +97,12 @@ def _seconds(value: Fraction) -> str:
     return f"{float(value):.6f}"
 
 
+# A display rotation (degrees clockwise, `VideoInfo.rotation`) as the filters that turn the picture upright: what
+# ffmpeg's autorotate inserts for a file with that display matrix.
+ROTATE_FILTERS: dict[int, tuple[str, ...]] = {90: ("transpose=clock",), 180: ("hflip", "vflip"),
+                                              270: ("transpose=cclock",)}
+
+
 def _bumper_chains(idx: int, label: str, stats: VideoStreamStats, frames: int, rate: Fraction,
                    width: int, height: int) -> list[str]:
     duration = _seconds(frames / rate)
@@ -115,10 +121,13 @@ def _bumper_chains(idx: int, label: str, stats: VideoStreamStats, frames: int, r
 
 def build_filtergraph(*, rate: Fraction, width: int, height: int, main_frames: int,
                       burn_file: Path | None, font_dir: Path | None,
-                      bumpers: list[tuple[int, str, VideoStreamStats, int]], order: list[str]) -> str:
-    """The filter_complex text. Inputs: 0 = main video, 1 = delivery audio, bumpers at their indices."""
+                      bumpers: list[tuple[int, str, VideoStreamStats, int]], order: list[str],
+                      main_rotation: int = 0) -> str:
+    """The filter_complex text. Inputs: 0 = main video, 1 = delivery audio, bumpers at their indices.
+    `main_rotation`: degrees clockwise to turn the main input's frames (raw frames piped in their coded orientation;
+    a file input is turned by ffmpeg itself, from its display matrix)."""
     main_dur = _seconds(main_frames / rate)
-    vf = ["[0:v:0]setpts=PTS-STARTPTS", f"fps={rate}"]
+    vf = ["[0:v:0]setpts=PTS-STARTPTS", *ROTATE_FILTERS.get(main_rotation % 360, ()), f"fps={rate}"]
     if burn_file is not None:
         sub = f"subtitles=filename={filter_path(burn_file)}"
         if font_dir is not None:
@@ -243,7 +252,7 @@ def finalize(main_video_uri: str, delivery_audio_uri: str, out_dir: Path, params
              subtitles_uri: str | None = None, intro_uri: str | None = None, outro_uri: str | None = None,
              *, progress: ProgressFn | None = None, main_frame_limit: int | None = None,
              main_runs: Sequence[Run] | None = None, main_rate: Fraction | None = None,
-             keyframes_at: Sequence[float] = ()) -> FinalOutputs:
+             keyframes_at: Sequence[float] = (), main_rotation: int = 0) -> FinalOutputs:
     """Write `out_dir/final.mp4` (+ `final.srt`, `final.vtt` when there are subtitles and soft subtitles are on).
 
     `main_video_uri`: the merged lip-synced video at the source frame rate (its audio, if any, is ignored).
@@ -256,6 +265,8 @@ def finalize(main_video_uri: str, delivery_audio_uri: str, out_dir: Path, params
     time base, e.g. MKV's 1 ms, reads as 16000/667 where the source is 24000/1001). Intro and outro are conformed to
     the main clip; a bumper without audio gets silence. `keyframes_at`: times in the main part (seconds) whose
     frames become keyframes of the deliverable (the QC contact sheet's, decoded without the frames before them).
+    `main_rotation`: the display rotation (degrees clockwise) the main video carries (a phone's portrait clip kept as
+    it is, `NormalizedVideo.rotation`): the deliverable shows it upright.
     """
     out_dir = Path(out_dir).absolute()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -276,6 +287,8 @@ def finalize(main_video_uri: str, delivery_audio_uri: str, out_dir: Path, params
         if main_frame_limit is not None and main_frame_limit < main.frames:
             main = dataclasses.replace(main, frames=main_frame_limit)
         rate, width, height = Fraction(main_rate) if main_rate else main.fps, main.width, main.height
+        if main_rotation % 180:  # the deliverable's size: the picture as shown
+            width, height = height, width
 
         inputs: list[str | os.PathLike] = ["-i", main_path, "-i", audio_path]
         feed: Callable[[BinaryIO], None] | None = None
@@ -283,7 +296,7 @@ def finalize(main_video_uri: str, delivery_audio_uri: str, out_dir: Path, params
             source_frames = main.frames
             main = dataclasses.replace(main, frames=_check_runs(main_runs, source_frames, main_video_uri))
             # a raw 4K frame is 12 MB: ffmpeg queues 4 of them from the pipe, not its default 8 per input
-            inputs[:2] = ["-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{width}x{height}",
+            inputs[:2] = ["-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{main.width}x{main.height}",
                           "-framerate", rate_text(rate), "-thread_queue_size", "4", "-i", "pipe:0"]
 
             def feed_in_plan_order(stdin: BinaryIO) -> None:
@@ -338,7 +351,8 @@ def finalize(main_video_uri: str, delivery_audio_uri: str, out_dir: Path, params
 
         graph = build_filtergraph(rate=rate, width=width, height=height, main_frames=main.frames,
                                   burn_file=burn_file, font_dir=ensure_font_dir() if burn_file else None,
-                                  bumpers=bumpers, order=order)
+                                  bumpers=bumpers, order=order,
+                                  main_rotation=main_rotation if main_runs is not None else 0)
         args: list[str | os.PathLike] = [*inputs, *soft_input, "-filter_complex", graph,
                                          "-map", "[vout]", "-map", "[aout]"]
         if soft_input:
@@ -370,11 +384,11 @@ def post(main_video_uri: str, delivery_audio_uri: str, out_dir: Path, params: Po
          subtitles_uri: str | None = None, intro_uri: str | None = None, outro_uri: str | None = None,
          progress: ProgressFn | None = None, main_frame_limit: int | None = None,
          main_runs: list | None = None, main_rate: Fraction | None = None,
-         keyframes_at: list[float] | None = None) -> FinalOutputs:
+         keyframes_at: list[float] | None = None, main_rotation: int = 0) -> FinalOutputs:
     return finalize(main_video_uri, delivery_audio_uri, out_dir, params, subtitles_uri, intro_uri, outro_uri,
                     progress=progress or ProgressArtifact("final-encode", "Final encode"),
                     main_frame_limit=main_frame_limit, main_runs=main_runs, main_rate=main_rate,
-                    keyframes_at=keyframes_at or ())
+                    keyframes_at=keyframes_at or (), main_rotation=main_rotation)
 
 
 __all__ = ["FinalOutputs", "PostParams", "decode_subtitle_bytes", "finalize", "load_subtitles", "post",

@@ -71,9 +71,18 @@ def sheet_times(duration_s: float, frames: int, rate: float, keyframes: Sequence
     return times
 
 
+def _as_shown(frame) -> np.ndarray:
+    """BGR, turned as a player shows it (the frame's display matrix: a portrait phone clip stands upright)."""
+    from lipline.models.face.video import ccw_quarters
+
+    bgr = frame.to_ndarray(format="bgr24")
+    k = ccw_quarters(frame)
+    return np.ascontiguousarray(np.rot90(bgr, k=k)) if k else bgr
+
+
 def frames_at(path: Path, times: Sequence[float]) -> list[np.ndarray | None]:
-    """BGR frames of `path` shown at each time in seconds (the first frame whose display interval reaches it);
-    None past the end of the stream.
+    """BGR frames of `path` shown at each time in seconds (the first frame whose display interval reaches it),
+    upright; None past the end of the stream.
 
     Decodes as little as it can: the keyframe times come from one demux pass (no decoding); for each time (in
     increasing order) decoding goes on from where it is unless a keyframe lies between there and the time, in which
@@ -99,12 +108,12 @@ def frames_at(path: Path, times: Sequence[float]) -> list[np.ndarray | None]:
                 container.seek(int(key / tb), stream=stream, backward=True)
                 decoded, shown = container.decode(stream), None
             if shown is not None and shown.time is not None and shown.time + 0.5 / rate > t:
-                out[i] = shown.to_ndarray(format="bgr24")  # two times in one frame's interval
+                out[i] = _as_shown(shown)  # two times in one frame's interval
                 continue
             for frame in decoded:
                 shown = frame
                 if frame.time is not None and frame.time + 0.5 / rate > t:
-                    out[i] = frame.to_ndarray(format="bgr24")
+                    out[i] = _as_shown(frame)
                     break
             else:
                 decoded = None  # the end: every later time is past it too

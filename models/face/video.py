@@ -35,7 +35,8 @@ class VideoHeader:
     rotation_ccw: int  # 0, 90, 180 or 270
 
 
-def _ccw_quarters(frame: av.VideoFrame) -> int:
+def ccw_quarters(frame: av.VideoFrame) -> int:
+    """Quarter turns counter-clockwise a player gives `frame` (its display matrix): ``np.rot90(a, k=...)``."""
     try:
         ccw = float(frame.rotation or 0.0)
     except Exception:  # noqa: BLE001 - no display matrix / old PyAV
@@ -77,7 +78,7 @@ def _decode(path: str | Path) -> Iterator[tuple[VideoHeader, av.VideoFrame]]:
         try:
             for frame in container.decode(stream):
                 if header is None:
-                    k = _ccw_quarters(frame)
+                    k = ccw_quarters(frame)
                     w, h = (frame.height, frame.width) if k % 2 else (frame.width, frame.height)
                     header = VideoHeader(w, h, fps, estimate, 90 * k)
                 yield header, frame

@@ -16,6 +16,8 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
+import numpy as np
 import pytest
 
 from lipline.flows.localize import localize
@@ -98,6 +100,36 @@ def test_a_phone_hevc_source_is_encoded_once(inputs, tmp_path):
     assert manifest["length_mode"] == "pingpong"
     with av.open(str(final)) as c:
         assert (c.streams.video[0].codec_context.name, c.streams.video[0].format.name) == ("h264", "yuv420p")
+
+
+def _gray(rgb: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(float)
+
+
+@pytest.mark.parametrize("ccw,seconds", [(90, 2.0), (180, 2.0), (270, 2.0), (270, 4.0)],
+                         ids=["90-pingpong", "180-pingpong", "270-pingpong", "270-trim"])
+def test_a_portrait_phone_clip_is_delivered_upright(inputs, tmp_path, ccw, seconds):
+    """A display matrix, kept in the intermediate (no conforming encode): the final encode turns the picture as ffmpeg's
+    autorotate does, both when it reads the file (trim: frames in order) and when frames are piped (ping-pong); the
+    intro is fitted into the portrait picture."""
+    plain = mf.talking_video(inputs["dir"] / f"upright-{seconds:.0f}.mp4", inputs["face"], seconds, width=192,
+                             height=108, fps=30)
+    rotated = inputs["dir"] / f"rotated-{ccw}-{seconds:.0f}.mp4"
+    mf.ffmpeg("-display_rotation", str(ccw), "-i", plain, "-c", "copy", rotated)
+    reference = tmp_path / "reference.png"  # frame 0 as ffmpeg shows it (autorotate)
+    mf.ffmpeg("-i", rotated, "-frames:v", "1", reference)
+    intro = mf.bumper(inputs["dir"] / "intro-landscape.mp4", 0.5, 320, 240, 30, with_audio=False)  # 15 frames
+    final, manifest = run_job(inputs, rotated, tmp_path, intro_uri=str(intro))
+    assert manifest["video"]["reencoded"] is False and manifest["video"]["rotation"] == (360 - ccw) % 360
+    assert manifest["length_mode"] == ("pingpong" if seconds < DUB_S else "trim")
+    check_exact(final, Fraction(30), 15 + math.ceil(DUB_S * 30))  # the intro fitted into the portrait picture
+    with av.open(str(final)) as c:
+        first = next(f for i, f in enumerate(c.decode(video=0)) if i == 15).to_ndarray(format="rgb24")
+    expected = cv2.cvtColor(cv2.imread(str(reference)), cv2.COLOR_BGR2RGB)
+    assert first.shape == expected.shape == ((108, 192, 3) if ccw == 180 else (192, 108, 3))
+    upright = np.abs(_gray(first) - _gray(expected)).mean()
+    upside_down = np.abs(_gray(first) - _gray(expected[::-1, ::-1])).mean()
+    assert upright < 8 and upright < upside_down / 3, (upright, upside_down)
 
 
 def test_bumpers_at_other_rates_take_the_main_rate(inputs, tmp_path):

@@ -171,9 +171,23 @@ def test_hevc_is_encoded_for_engines_that_read_frames(hevc_10bit, tmp_path):
     assert (v.codec, v.pix_fmt, v.frame_count) == ("h264", "yuv420p", 30)
 
 
+def test_any_codec_keeps_a_rotated_source_and_names_its_rotation(videos, tmp_path):
+    """A portrait phone clip (a display matrix): copied as it is; the record gives the picture's size as shown and
+    the rotation its reader (the final encode) applies."""
+    probe = probe_media(str(videos["rotated"]))
+    out = normalize_video(str(videos["rotated"]), tmp_path / "kept", probe, any_codec=True)
+    assert not out.reencoded and out.reasons == []
+    assert (out.rotation, out.width, out.height) == (probe.video.rotation, 240, 320)
+    assert probe.video.rotation in (90, 270)
+    assert _packets(out.uri) == _packets(videos["rotated"])
+    assert probe_media(out.uri).video.rotation == probe.video.rotation
+    conformed = normalize_video(str(videos["rotated"]), tmp_path / "conformed", probe)
+    assert conformed.reencoded and (conformed.rotation, conformed.width, conformed.height) == (0, 240, 320)
+
+
 def test_any_codec_still_conforms_the_timeline(videos, tmp_path):
-    """Rotation, odd dimensions and a variable rate change the frames themselves: re-encoded for every reader."""
-    for name, reason in (("rotated", "rotation"), ("odd", "odd"), ("vfr", "variable frame rate")):
+    """Odd dimensions and a variable rate change the frames themselves: re-encoded for every reader."""
+    for name, reason in (("odd", "odd"), ("vfr", "variable frame rate")):
         out = normalize_video(str(videos[name]), tmp_path / name, probe_media(str(videos[name])), any_codec=True)
         assert out.reencoded and any(reason in r for r in out.reasons), (name, out.reasons)
         assert not any("codec" in r or "pixel format" in r for r in out.reasons), (name, out.reasons)

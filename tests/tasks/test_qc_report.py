@@ -211,6 +211,19 @@ def test_without_face_track_or_quality(media, tmp_path):
     assert all(r["verdict"] == "not measured" for r in segment_rows(manifest_for(quality=False)))
 
 
+def test_frames_of_a_portrait_phone_clip_stand_upright(media, tmp_path):
+    """A display matrix (a phone held upright): the contact sheet's frames are turned as ffmpeg's autorotate shows
+    them, not the stored landscape picture."""
+    rotated = tmp_path / "portrait.mp4"
+    ffmpeg("-display_rotation", "90", "-i", media["original"], "-c", "copy", rotated)
+    shown = tmp_path / "shown.png"
+    ffmpeg("-i", rotated, "-frames:v", "1", shown)
+    expected = cv2.imread(str(shown))
+    frame = frames_at(rotated, [0.0])[0]
+    assert frame.shape == expected.shape and frame.shape[0] > frame.shape[1]
+    assert np.abs(frame.astype(float) - expected).mean() < 2
+
+
 def test_momentary_loudness_of_a_tone_at_minus_23(tmp_path):
     import pyloudnorm
 
