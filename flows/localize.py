@@ -309,7 +309,8 @@ def run_stages(job: Job) -> LocalizeResult:
         modes = segment.LengthModes(audio_longer=p.audio_longer, video_longer=p.video_longer)
         plan = segment.plan_segments_task(audio.model_uri, video.frame_count, Fraction(video.fps_num, video.fps_den),
                                           p.max_segment_s, modes)
-        in_plan_order = not plan.is_forward and engine_keeps_frames(job.engine)  # frames made by the final encode
+        # frames made by the final encode: a plan that synthesizes frames, or a variable-rate source kept as it is
+        in_plan_order = (not plan.is_forward or video.variable_rate) and engine_keeps_frames(job.engine)
         segments = segment.cut_segments_task(plan, video.uri, audio.model_uri, job.workdir / "segments",
                                              write_video=not in_plan_order)
         if tracked is not None:
@@ -343,7 +344,8 @@ def run_stages(job: Job) -> LocalizeResult:
                           progress=lambda f: job.progress.update("post", f),
                           main_frame_limit=plan.total_frames if main_runs is None else None, main_runs=main_runs,
                           main_rate=Fraction(video.fps_num, video.fps_den), keyframes_at=sheet,
-                          main_rotation=video.rotation)
+                          main_rotation=video.rotation,
+                          main_source_frames=video.frame_count if video.variable_rate else None)
 
     # 9. Archive: deliverable + sidecars + validation, manifest.json last.
     with job.stage_of("archive"):

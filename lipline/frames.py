@@ -1,4 +1,4 @@
-"""Frames of a constant-frame-rate video by index (PyAV), decoding forward and seeking only on jumps.
+"""Frames of a video by index at a constant rate (PyAV), decoding forward and seeking only on jumps.
 
 Used by the segment stage (cutting, reversed runs) and by video engines reading a frame range of the normalized
 video. Holds at most the last decoded frame: memory does not grow with the video.
@@ -21,7 +21,13 @@ from lipline.errors import MediaToolError
 
 
 class FrameReader:
-    """Frames of a CFR video by index, decoding forward and seeking only on jumps; holds no frames itself."""
+    """Frames of a video by index at `rate`, decoding forward and seeking only on jumps; holds no frames itself
+    besides the one it shows.
+
+    Index i shows the frame on screen at ``t0 + i / rate``: the last frame whose timestamp rounds to slot i or
+    before (``round((t - t0) * rate)``), as ffmpeg's ``fps`` filter resamples. For a CFR file at `rate` that is
+    frame i itself; a variable-rate file (a phone's or a screen recording, kept as it is for the final encode) is
+    resampled: a gap holds the frame before it, and of frames sharing one slot the last is shown."""
 
     def __init__(self, path: Path, rate: Fraction, n_frames: int) -> None:
         self.container = av.open(os.fspath(path))
@@ -37,9 +43,10 @@ class FrameReader:
         self.t0 = Fraction(first.pts) * self.tb if first.pts is not None else Fraction(0)
         self.max_skip = 2 * int(rate) + 2  # decode forward rather than seek for short jumps
         self._it: Iterator | None = None
-        self._cursor = 0
-        self._last = None
-        self._peek = None
+        self._cursor = 0  # the next index `frames` can serve without seeking
+        self._shown = None  # the frame index `_cursor - 1` shows
+        self._peek: tuple | None = None  # (frame, slot): decoded, due at a later index
+        self._ended = False
         self._seek(0)
 
     def close(self) -> None:
@@ -50,50 +57,44 @@ class FrameReader:
         pts = math.floor((target - Fraction(1, 2) / self.rate) / self.tb)
         self.container.seek(max(pts, int(self.t0 / self.tb)), stream=self.stream, backward=True, any_frame=False)
         self._it = self.container.decode(self.stream)
-        self._cursor = index  # the iterator can deliver any index >= this one
-        self._last = None
+        self._cursor = index
+        self._shown = None
         self._peek = None
+        self._ended = False
 
-    def _index(self, frame) -> int:
+    def _slot(self, frame, fallback: int) -> int:
         if frame.pts is None:
-            return self._cursor
+            return fallback
         return round((Fraction(frame.pts) * self.tb - self.t0) * self.rate)
 
-    def frames(self, start: int, stop: int) -> Iterator:
-        """Yield exactly stop - start frames for source indices start..stop-1 (repeats the last if the file ends)."""
-        want = start
-        if self._last is not None and self._peek is None and start == self._cursor - 1 and want < stop:
-            want += 1
-            yield self._last
-        elif start < self._cursor or start - self._cursor > self.max_skip:
-            self._seek(start)
-        while want < stop:
-            if self._peek is not None:
-                frame, idx = self._peek
-                self._peek = None
-            else:
+    def _advance_to(self, want: int) -> None:
+        """Take in every frame due at `want` or before; the last one becomes the frame shown."""
+        while not self._ended:
+            if self._peek is None:
                 try:
                     frame = next(self._it)
                 except StopIteration:
-                    if self._last is None:
-                        raise MediaToolError(f"no video frame decodes at index {want}") from None
-                    yield self._last  # the file ended early: hold the last frame
-                    want += 1
-                    continue
-                idx = self._index(frame)
-            if idx < want:  # pre-roll after a seek
-                self._last = frame
-                continue
-            # idx >= want; indices missing before idx (not in a CFR file) show this frame
-            self._last = frame
-            self._cursor = idx + 1
-            while want <= idx and want < stop:
-                yield frame
-                want += 1
-            if idx >= stop:
-                self._peek = (frame, idx)
-                self._last = None
-                self._cursor = stop
+                    self._ended = True  # the file ended: the last frame stays on screen
+                    break
+                self._peek = (frame, self._slot(frame, want))
+            frame, slot = self._peek
+            if slot > want:
+                break
+            self._shown, self._peek = frame, None
+
+    def frames(self, start: int, stop: int) -> Iterator:
+        """Yield exactly stop - start frames for indices start..stop-1 (repeats the last if the file ends)."""
+        again = start == self._cursor - 1 and self._shown is not None  # the frame shown last, once more
+        if not again and (start < self._cursor or start - self._cursor > self.max_skip):
+            self._seek(start)
+        for want in range(start, stop):
+            self._advance_to(want)
+            if self._shown is None:  # nothing due yet (a seek landed after the target): the next frame decoded
+                if self._peek is None:
+                    raise MediaToolError(f"no video frame decodes at index {want}")
+                self._shown, self._peek = self._peek[0], None
+            self._cursor = want + 1
+            yield self._shown
 
 
 REVERSE_BUDGET_BYTES = 192 << 20  # raw frames held at once while reversing a run (15 frames at 4K; the job ≤ 2 GB)

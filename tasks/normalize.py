@@ -16,8 +16,9 @@ Video
     A source that is already conformant (H.264, yuv420p, CFR, even dimensions, no display rotation) is kept as it
     is (``-c:v copy``, audio dropped): no encode at all. With an engine that keeps its input frames (passthrough), the
     final encode is the intermediate's only reader, and it decodes anything: a CFR HEVC source with even dimensions,
-    of any pixel format, rotated for display or not, is kept as it is too (``bench/pipeline_overhead.py --cases
-    60s-hevc``); the final encode applies the rotation. Anything else is decoded with the rotation applied, padded to
+    of any pixel format, rotated for display or not, at a variable frame rate or not, is kept as it is too
+    (``bench/pipeline_overhead.py --cases 60s-hevc``); the final encode applies the rotation, and its frame feed
+    resamples a variable rate as ffmpeg's ``fps`` filter does. Anything else is decoded with the rotation applied, padded to
     even dimensions, forced to CFR at the source rate and encoded once with a fast, visually lossless libx264
     setting (``ultrafast``, CRF 10).
 """
@@ -97,6 +98,9 @@ class NormalizedVideo(Record):
     frame_count: int
     reencoded: bool
     reasons: list[str] = Field(default_factory=list, description="Why the video was re-encoded (empty: stream copy)")
+    variable_rate: bool = Field(False, description="The intermediate keeps the source's variable frame timing; its "
+                                                   "reader shows frame i as the one on screen at i / fps "
+                                                   "(`lipline.frames.FrameReader`); frame_count counts those")
     rotation: int = Field(0, description="Display rotation (degrees clockwise) the intermediate still carries, for its "
                                          "reader to apply (the final encode); 0 when conformed. width × height is "
                                          "the picture as shown")
@@ -223,9 +227,9 @@ def conformance_reasons(probe: MediaProbe, any_codec: bool = False) -> list[str]
     """Why the video of `probe` cannot be stream-copied as the intermediate (empty list: it can).
 
     ``any_codec``: the intermediate is read only by the final encode and its frame feed (an engine that keeps its input
-    frames), which decode any codec, convert any pixel format and apply a display rotation: a codec in
-    `ANY_CODEC_COPIES` (MP4 holds it as it is), any pixel format and a rotation are then no reason to re-encode. The
-    frame timeline still needs CFR and even dimensions."""
+    frames), which decode any codec, convert any pixel format, apply a display rotation and resample a variable frame
+    rate (the frame feed, `lipline.frames.FrameReader`): a codec in `ANY_CODEC_COPIES` (MP4 holds it as it is), any
+    pixel format, a rotation and a variable rate are then no reason to re-encode. Odd dimensions still are."""
     v = probe.video
     if v is None:
         return ["no video stream"]
@@ -234,13 +238,27 @@ def conformance_reasons(probe: MediaProbe, any_codec: bool = False) -> list[str]
         reasons.append(f"codec {v.codec} is not h264")
     if v.pix_fmt not in ("yuv420p", "yuvj420p") and not any_codec:
         reasons.append(f"pixel format {v.pix_fmt} is not yuv420p")
-    if not v.constant_fps:
+    if not v.constant_fps and not any_codec:
         reasons.append(f"variable frame rate (mean {v.fps:.3f} fps)")
     if v.rotation % 360 and not any_codec:
         reasons.append(f"display rotation {v.rotation}°")
     if v.width % 2 or v.height % 2:
         reasons.append(f"odd dimensions {v.width}x{v.height}")
     return reasons
+
+
+def _frames_at_rate(path: Path, rate: Fraction) -> int:
+    """Frames a variable-rate video lasts at `rate`, from its timestamps (no decode): the slots from its first
+    frame to the end of its last (`lipline.frames.FrameReader` resamples it to those)."""
+    with av.open(os.fspath(path)) as c:
+        st = c.streams.video[0]
+        tb = Fraction(st.time_base)
+        spans = [(p.pts, p.pts + (p.duration or 0)) for p in c.demux(st) if p.size and p.pts is not None]
+    if not spans:
+        return 0
+    first, last = min(s for s, _ in spans), max(s for s, _ in spans)
+    end = max(e for _, e in spans)
+    return max(round((last - first) * tb * rate) + 1, round((end - first) * tb * rate))
 
 
 def _count_frames(path: Path) -> tuple[int, Fraction | None]:
@@ -277,7 +295,7 @@ def normalize_video(video_uri: str, out_dir: Path, probe: MediaProbe | None = No
     if not reasons:
         run_ffmpeg(["-i", src, "-map", "0:v:0", "-an", "-sn", "-dn", "-c:v", "copy",
                     "-map_metadata", "-1", "-movflags", "+faststart", out], what=f"copying the video of {src.name}")
-        frames, _ = _count_frames(out)
+        frames = _count_frames(out)[0] if v.constant_fps else _frames_at_rate(out, rate)
         width, height, rotation = v.display_width, v.display_height, v.rotation % 360  # a copy keeps its rotation
     else:
         vf = ",".join([
@@ -297,7 +315,7 @@ def normalize_video(video_uri: str, out_dir: Path, probe: MediaProbe | None = No
         width, height, rotation = w + (w % 2), h + (h % 2), 0
     return NormalizedVideo(uri=str(out), fps=float(rate), fps_num=rate.numerator, fps_den=rate.denominator,
                            width=width, height=height, frame_count=frames, reencoded=bool(reasons), reasons=reasons,
-                           rotation=rotation)
+                           rotation=rotation, variable_rate=not reasons and not v.constant_fps)
 
 
 # --------------------------------------------------------------------------------------------------- tasks

@@ -252,7 +252,8 @@ def finalize(main_video_uri: str, delivery_audio_uri: str, out_dir: Path, params
              subtitles_uri: str | None = None, intro_uri: str | None = None, outro_uri: str | None = None,
              *, progress: ProgressFn | None = None, main_frame_limit: int | None = None,
              main_runs: Sequence[Run] | None = None, main_rate: Fraction | None = None,
-             keyframes_at: Sequence[float] = (), main_rotation: int = 0) -> FinalOutputs:
+             keyframes_at: Sequence[float] = (), main_rotation: int = 0,
+             main_source_frames: int | None = None) -> FinalOutputs:
     """Write `out_dir/final.mp4` (+ `final.srt`, `final.vtt` when there are subtitles and soft subtitles are on).
 
     `main_video_uri`: the merged lip-synced video at the source frame rate (its audio, if any, is ignored).
@@ -266,7 +267,9 @@ def finalize(main_video_uri: str, delivery_audio_uri: str, out_dir: Path, params
     the main clip; a bumper without audio gets silence. `keyframes_at`: times in the main part (seconds) whose
     frames become keyframes of the deliverable (the QC contact sheet's, decoded without the frames before them).
     `main_rotation`: the display rotation (degrees clockwise) the main video carries (a phone's portrait clip kept as
-    it is, `NormalizedVideo.rotation`): the deliverable shows it upright.
+    it is, `NormalizedVideo.rotation`): the deliverable shows it upright. `main_source_frames` (with `main_runs`): a
+    main video of variable frame rate kept as it is (`NormalizedVideo.variable_rate`) lasts this many frames at
+    `main_rate`; the frame feed resamples it (`lipline.frames.FrameReader`).
     """
     out_dir = Path(out_dir).absolute()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -279,7 +282,9 @@ def finalize(main_video_uri: str, delivery_audio_uri: str, out_dir: Path, params
         main_path = local_path(main_video_uri, work)
         audio_path = local_path(delivery_audio_uri, work)
         main = video_stream_stats(main_path)
-        if not main.fps or main.frames == 0:
+        if main_source_frames is not None:  # a variable-rate main: its frames at the job's rate, not its packets
+            main = dataclasses.replace(main, frames=main_source_frames)
+        if not (main_rate or main.fps) or main.frames == 0:
             raise MediaToolError(f"{main_video_uri}: no usable video frames / frame rate")
         if main_frame_limit is not None and main_frame_limit > main.frames:
             raise MediaToolError(f"{main_video_uri} has {main.frames} frames, the job's timeline {main_frame_limit}: "
@@ -300,7 +305,7 @@ def finalize(main_video_uri: str, delivery_audio_uri: str, out_dir: Path, params
                           "-framerate", rate_text(rate), "-thread_queue_size", "4", "-i", "pipe:0"]
 
             def feed_in_plan_order(stdin: BinaryIO) -> None:
-                written = pipe_frames_in_order(main_path, main.fps, source_frames, main_runs, stdin, spill_dir=work)
+                written = pipe_frames_in_order(main_path, rate, source_frames, main_runs, stdin, spill_dir=work)
                 if written != main.frames:
                     raise MediaToolError(f"{main_video_uri}: {written} frames piped, the plan has {main.frames}")
 
@@ -384,11 +389,13 @@ def post(main_video_uri: str, delivery_audio_uri: str, out_dir: Path, params: Po
          subtitles_uri: str | None = None, intro_uri: str | None = None, outro_uri: str | None = None,
          progress: ProgressFn | None = None, main_frame_limit: int | None = None,
          main_runs: list | None = None, main_rate: Fraction | None = None,
-         keyframes_at: list[float] | None = None, main_rotation: int = 0) -> FinalOutputs:
+         keyframes_at: list[float] | None = None, main_rotation: int = 0,
+         main_source_frames: int | None = None) -> FinalOutputs:
     return finalize(main_video_uri, delivery_audio_uri, out_dir, params, subtitles_uri, intro_uri, outro_uri,
                     progress=progress or ProgressArtifact("final-encode", "Final encode"),
                     main_frame_limit=main_frame_limit, main_runs=main_runs, main_rate=main_rate,
-                    keyframes_at=keyframes_at or (), main_rotation=main_rotation)
+                    keyframes_at=keyframes_at or (), main_rotation=main_rotation,
+                    main_source_frames=main_source_frames)
 
 
 __all__ = ["FinalOutputs", "PostParams", "decode_subtitle_bytes", "finalize", "load_subtitles", "post",

@@ -132,6 +132,48 @@ def test_a_portrait_phone_clip_is_delivered_upright(inputs, tmp_path, ccw, secon
     assert upright < 8 and upright < upside_down / 3, (upright, upside_down)
 
 
+def _numbered_vfr(path: Path, frames: int, slots: str) -> Path:
+    """128x96 frames that carry their number (left half: n % 16, right half: n // 16, in luma steps of 16), each
+    shown from slot `slots`(N) / 25 s: a variable frame rate."""
+    mf.ffmpeg("-f", "lavfi", "-i", f"color=c=black:size=128x96:rate=25:duration={frames / 25}", "-vf",
+              "geq=lum='8+16*if(lt(X,W/2),mod(N,16),floor(N/16))':cb=128:cr=128,"
+              f"settb=1/1000,setpts='({slots})*40'", "-fps_mode", "passthrough", "-video_track_timescale", "1000",
+              "-c:v", "libx264", "-preset", "ultrafast", "-qp", "0", "-g", "10", "-pix_fmt", "yuv420p", path)
+    return path
+
+
+def _frame_numbers(path: Path) -> list[int]:
+    with av.open(str(path)) as c:
+        planes = [f.to_ndarray()[:96] for f in c.decode(video=0)]  # the Y plane
+    return [int(round((y[:, :64].mean() - 8) / 16)) + 16 * int(round((y[:, 64:].mean() - 8) / 16)) for y in planes]
+
+
+@pytest.mark.parametrize("frames", [100, 50], ids=["trim", "pingpong"])
+def test_a_variable_rate_source_is_resampled_by_the_final_encode(inputs, tmp_path, frames):
+    """A variable frame rate kept as it is (no conforming encode): the deliverable shows, at each tick of the job's
+    rate, the frame ffmpeg's fps filter shows (a gap holds the frame before it; of two frames in one slot, the
+    second), in the plan's order, on an exact CFR grid."""
+    # 25 fps with one slot skipped (frame 40 comes one slot late) and two frames sharing slot 45
+    slots = "if(lt(N,40),N,if(lt(N,45),N+1,if(eq(N,45),45.4,N)))"
+    source = _numbered_vfr(inputs["dir"] / f"vfr-{frames}.mp4", frames, slots)
+    final, manifest = run_job(inputs, source, tmp_path)
+    assert manifest["video"]["reencoded"] is False and manifest["video"]["variable_rate"] is True
+    assert (manifest["video"]["fps_num"], manifest["video"]["fps_den"]) == (25, 1)
+    total = math.ceil(DUB_S * 25)
+    check_exact(final, Fraction(25), total)
+    shown = tmp_path / "fps.mp4"  # the source as ffmpeg's fps filter resamples it
+    mf.ffmpeg("-i", source, "-vf", "fps=25", "-c:v", "libx264", "-preset", "ultrafast", "-qp", "0", shown)
+    resampled = _frame_numbers(shown)
+    assert resampled[38:47] == [38, 39, 39, 40, 41, 42, 43, 45, 46]  # the gap held, frame 44 not shown
+    if frames >= total:
+        expected = resampled[:total]
+    else:  # ping-pong: forward, then back from the last frame
+        n = manifest["video"]["frame_count"]
+        assert n == frames
+        expected = resampled[:n] + resampled[n - 1::-1][: total - n]
+    assert _frame_numbers(final) == expected
+
+
 def test_bumpers_at_other_rates_take_the_main_rate(inputs, tmp_path):
     """A 30/1 main with a 25 fps intro (with sound) and a 60000/1001 outro (silent): delivered at exactly 30/1."""
     intro = mf.bumper(inputs["dir"] / "intro-25.mp4", 0.5, 320, 240, 25, with_audio=True)

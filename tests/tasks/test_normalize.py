@@ -185,12 +185,25 @@ def test_any_codec_keeps_a_rotated_source_and_names_its_rotation(videos, tmp_pat
     assert conformed.reencoded and (conformed.rotation, conformed.width, conformed.height) == (0, 240, 320)
 
 
-def test_any_codec_still_conforms_the_timeline(videos, tmp_path):
-    """Odd dimensions and a variable rate change the frames themselves: re-encoded for every reader."""
-    for name, reason in (("odd", "odd"), ("vfr", "variable frame rate")):
-        out = normalize_video(str(videos[name]), tmp_path / name, probe_media(str(videos[name])), any_codec=True)
-        assert out.reencoded and any(reason in r for r in out.reasons), (name, out.reasons)
-        assert not any("codec" in r or "pixel format" in r for r in out.reasons), (name, out.reasons)
+def test_any_codec_keeps_a_variable_rate_and_counts_its_frames_at_the_rate(videos, tmp_path):
+    """A variable frame rate (a phone, a screen recording) kept as it is: frame_count is its length at the job's rate
+    (the final encode's frame feed resamples it to that many frames)."""
+    probe = probe_media(str(videos["vfr"]))
+    kept = normalize_video(str(videos["vfr"]), tmp_path / "kept", probe, any_codec=True)
+    assert not kept.reencoded and kept.variable_rate and kept.reasons == []
+    assert _packets(kept.uri) == _packets(videos["vfr"])
+    conformed = normalize_video(str(videos["vfr"]), tmp_path / "conformed", probe)
+    assert conformed.reencoded and not conformed.variable_rate
+    assert (kept.fps_num, kept.fps_den) == (conformed.fps_num, conformed.fps_den)
+    # the last frame's own duration counts here; ffmpeg's fps filter ends at its start (rounded): one frame apart
+    assert 0 <= kept.frame_count - conformed.frame_count <= 1
+    assert abs(kept.frame_count / kept.fps - probe.video.duration_s) <= 1.5 / kept.fps
+
+
+def test_any_codec_still_pads_odd_dimensions(videos, tmp_path):
+    """Odd dimensions change the picture itself: re-encoded for every reader."""
+    out = normalize_video(str(videos["odd"]), tmp_path, probe_media(str(videos["odd"])), any_codec=True)
+    assert out.reencoded and out.reasons == ["odd dimensions 321x241"]
 
 
 def test_odd_dimensions_padded(videos, tmp_path):
