@@ -11,6 +11,8 @@ Cases (`--cases`, comma-separated):
   so the job conformed it to an intermediate (x264 ultrafast, CRF 10) before the final encode. Target ≤ 1.3x.
 * `60s-portrait`: the 60 s case with a 90° display rotation (the same stream; a phone held upright). The plain
   encode rotates it too (ffmpeg's autorotate). Target ≤ 1.3x.
+* `60s-vfr`: the 60 s case with every 10th frame dropped (a variable frame rate, 27 fps on average). The plain
+  encode keeps its timing; the job delivers CFR at the probed rate. Target ≤ 1.3x.
 * `4k-pingpong`: a 5 s 4K (3840x2160, 30 fps) source under a 10.8 s dub (ping-pong), no bumpers or subtitles,
   against a plain encode of the output length (`-stream_loop -1 -t 10.8`). Target ≤ 1.5x.
 
@@ -49,7 +51,7 @@ from _common import BENCH_DIR, append_results, talking_inputs  # noqa: E402
 from lipline import samples  # noqa: E402
 from lipline.media import ffmpeg_exe  # noqa: E402
 
-TARGETS = {"60s": 1.3, "10min": 1.1, "4k-pingpong": 1.5, "60s-hevc": 1.3, "60s-portrait": 1.3}
+TARGETS = {"60s": 1.3, "10min": 1.1, "4k-pingpong": 1.5, "60s-hevc": 1.3, "60s-portrait": 1.3, "60s-vfr": 1.3}
 LOAD_NOTE = ("- note: load average at start {start:.1f}, at end {end:.1f} ({cores} cores; it includes this bench's own "
              "processes; anything else running on the machine loads both sides of the ratio)")
 
@@ -185,6 +187,16 @@ def portrait_copy(video: Path) -> Path:
     return out
 
 
+def vfr_copy(video: Path) -> Path:
+    """`video` with every 10th frame dropped and the others keeping their times (x264 ultrafast, like the clip; the
+    audio copied): a variable frame rate, as phones and screen recorders write."""
+    out = video.with_name(video.stem + "-vfr.mp4")
+    if not out.exists():
+        samples.ffmpeg("-i", video, "-vf", "select='not(eq(mod(n,10),9))'", "-fps_mode", "vfr", "-c:v", "libx264",
+                       "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "copy", out)
+    return out
+
+
 def run_case(case: str, work: Path, preset: str, api: str = "temporary", again: bool = False,
              bracket: bool = True) -> None:
     load_start = os.getloadavg()[0]
@@ -205,12 +217,15 @@ def run_case(case: str, work: Path, preset: str, api: str = "temporary", again: 
             media["video"] = hevc_copy(media["video"])
         elif case == "60s-portrait":
             media["video"] = portrait_copy(media["video"])
+        elif case == "60s-vfr":
+            media["video"] = vfr_copy(media["video"])
         plain_cmd = [ffmpeg_exe(), "-y", "-loglevel", "error", "-i", str(media["video"]), "-c:v", "libx264",
                      "-preset", preset, "-c:a", "aac", str(work / "plain.mp4")]
         cmd = lipline_cmd(media["video"], media["audio"], work, preset, case,
                           ["--subtitles", str(media["subtitles"]), "--intro", str(media["intro"]),
                            "--outro", str(media["outro"])])
-        kind = {"60s-hevc": " HEVC", "60s-portrait": " with a 90° display rotation (portrait)"}.get(case, "")
+        kind = {"60s-hevc": " HEVC", "60s-portrait": " with a 90° display rotation (portrait)",
+                "60s-vfr": " at a variable frame rate (every 10th frame dropped)"}.get(case, "")
         title = f"{seconds:.0f} s 1080p30{kind}, subtitles + intro + outro, preset {preset}"
         note = ("- note: the deliverable is longer than the plain encode (3 s intro + 3 s outro are encoded too) and "
                 "has subtitles burnt in; both encodes use CRF 23")
